@@ -1,0 +1,1 @@
+"""The export stage (ONNX export and benchmarks), installed as ``sddpx_tp.export``."""

@@ -1,0 +1,15 @@
+"""sddpx-tp: LRP-guided filter pruning (PX, DPX, SD-DPX) for few-class transfer."""
+
+from sddpx_tp.canonizers import UnsupportedArchitectureError
+from sddpx_tp.relevance import RelevanceConfig, conv_layers, filter_relevance, layer_relevance
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RelevanceConfig",
+    "UnsupportedArchitectureError",
+    "__version__",
+    "conv_layers",
+    "filter_relevance",
+    "layer_relevance",
+]

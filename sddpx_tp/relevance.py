@@ -1,0 +1,373 @@
+"""Per-filter LRP relevance of every conv of a model, on a set of reference images.
+
+Two engines compute the same numbers:
+
+* ``"zennit"`` registers a zennit composite and reads each conv's output relevance
+  as the gradient arriving there (zennit passes relevance backwards *as* the
+  gradient). Any zennit composite works; it is slow, because every rule re-runs its
+  layer forward inside the backward pass and the original backward runs as well.
+* ``"fast"`` (default for EpsilonPlus and EpsilonPlusFlat) builds the rules into
+  the forward pass instead: each conv returns ``z`` whose gradient flows through
+  ``z+ * stop_grad(z / z+)`` (z+ rule), each linear through ``z * stop_grad(z / (z+eps))``
+  (epsilon rule). Then ``activation * gradient`` is the LRP relevance at every
+  layer, and one ordinary backward gives all of it: one forward, one forward with
+  clamped weights, one backward. zennit still supplies the canonizers.
+
+Relevance at a conv's output is summed over space per filter and aggregated over
+images as DPX (sum of |R|) or PX (sum over images of |sum over space of R|).
+The model is left as it was found: weights, hooks, forwards, flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from zennit.composites import COMPOSITES
+from zennit.core import Composite, stabilize
+from zennit.types import Activation, BatchNorm
+
+from sddpx_tp.canonizers import canonizers_for
+
+Aggregation = Literal["dpx", "px"]
+StartRelevance = Literal["one_hot", "one_hot_logit"]
+Engine = Literal["auto", "fast", "zennit"]
+References = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+# Composites whose conv rule is z+ and whose dense rule is epsilon: the fast engine's rules.
+FAST_COMPOSITES = ("epsilon_plus", "epsilon_plus_flat")
+STABILIZER = 1e-6
+
+
+@dataclass(frozen=True)
+class RelevanceConfig:
+    """How relevance is computed and aggregated."""
+
+    composite: str = "epsilon_plus_flat"
+    aggregation: Aggregation = "dpx"
+    normalize: bool = False  # per-layer L1 normalisation (DPX's --norm)
+    start: StartRelevance = "one_hot"
+    chunk_size: int = 16  # images per backward pass: bounds memory
+    engine: Engine = "auto"
+
+    def __post_init__(self) -> None:
+        if self.composite not in COMPOSITES:
+            raise ValueError(f"unknown composite {self.composite!r}; choose from {sorted(COMPOSITES)}")
+        if self.aggregation not in ("dpx", "px"):
+            raise ValueError(f"aggregation must be 'dpx' or 'px', not {self.aggregation!r}")
+        if self.start not in ("one_hot", "one_hot_logit"):
+            raise ValueError(f"start must be 'one_hot' or 'one_hot_logit', not {self.start!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, not {self.chunk_size}")
+        if self.engine == "fast" and self.composite not in FAST_COMPOSITES:
+            raise ValueError(f"the fast engine implements {FAST_COMPOSITES}; use engine='zennit' for others")
+
+    @property
+    def resolved_engine(self) -> Literal["fast", "zennit"]:
+        if self.engine == "auto":
+            return "fast" if self.composite in FAST_COMPOSITES else "zennit"
+        return self.engine
+
+
+@dataclass
+class LayerRelevance:
+    """Relevance at one layer's output, summed over space: one row per image, one column per channel."""
+
+    signed: torch.Tensor  # sum over space of R
+    absolute: torch.Tensor  # sum over space of |R|
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """Every Conv2d of ``model`` by qualified name: the filters relevance is computed for."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
+
+
+def filter_relevance(
+    model: nn.Module, references: References, config: RelevanceConfig | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-filter relevance for every Conv2d: ``{name: tensor of length out_channels}``.
+
+    ``references`` is ``(images, labels)`` or an iterable of such batches; labels are
+    indices into the model's outputs and select the start relevance.
+    """
+    config = config or RelevanceConfig()
+    per_layer = layer_relevance(model, references, conv_layers(model), config)
+    scores = {}
+    for name, relevance in per_layer.items():
+        if config.aggregation == "dpx":
+            score = relevance.absolute.sum(dim=0)
+        else:
+            score = relevance.signed.abs().sum(dim=0)
+        if config.normalize:
+            score = score / score.sum().clamp_min(torch.finfo(score.dtype).tiny)
+        scores[name] = score
+    return scores
+
+
+def layer_relevance(
+    model: nn.Module,
+    references: References,
+    layers: Mapping[str, nn.Module],
+    config: RelevanceConfig | None = None,
+) -> dict[str, LayerRelevance]:
+    """Relevance at the output of each module in ``layers`` (convs, blocks, stages)."""
+    config = config or RelevanceConfig()
+    collected: dict[str, list[LayerRelevance]] = {name: [] for name in layers}
+    device = next(model.parameters()).device
+    with _frozen_eval(model):
+        for images, labels in _chunks(references, config.chunk_size):
+            images, labels = images.to(device), labels.to(device)
+            if config.resolved_engine == "fast":
+                chunk = _fast_pass(model, images, labels, layers, config)
+            else:
+                chunk = _zennit_pass(model, images, labels, layers, config)
+            for name, relevance in chunk.items():
+                collected[name].append(relevance)
+    missing = [name for name, parts in collected.items() if not parts]
+    if missing:
+        raise ValueError(f"layers never ran in the forward pass: {missing[:5]}")
+    return {
+        name: LayerRelevance(
+            signed=torch.cat([part.signed for part in parts]),
+            absolute=torch.cat([part.absolute for part in parts]),
+        )
+        for name, parts in collected.items()
+    }
+
+
+def _chunks(references: References, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    batches = [references] if isinstance(references, tuple) else references
+    count = 0
+    for images, labels in batches:  # type: ignore[misc]
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        for start in range(0, len(images), chunk_size):
+            count += 1
+            yield images[start : start + chunk_size], labels[start : start + chunk_size]
+    if count == 0:
+        raise ValueError("no reference images given")
+
+
+@contextlib.contextmanager
+def _frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients (nothing needs them), restored afterwards."""
+    was_training = model.training
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    model.eval()
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _canonized(model: nn.Module) -> Iterator[list[object]]:
+    instances = [instance for canonizer in canonizers_for(model) for instance in canonizer.apply(model)]
+    try:
+        yield instances
+    finally:
+        for instance in reversed(instances):
+            instance.remove()
+
+
+def _reduce(relevance: torch.Tensor) -> LayerRelevance:
+    dims = tuple(range(2, relevance.ndim))
+    return LayerRelevance(
+        signed=relevance.sum(dim=dims).detach(), absolute=relevance.abs().sum(dim=dims).detach()
+    )
+
+
+def _start_gradient(logits: torch.Tensor, labels: torch.Tensor, config: RelevanceConfig) -> torch.Tensor:
+    """Start relevance at the output, as zennit's convention (the relevance itself)."""
+    one_hot = torch.zeros_like(logits).scatter_(1, labels[:, None], 1.0)
+    return one_hot * logits.detach() if config.start == "one_hot_logit" else one_hot
+
+
+def _zennit_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    layers: Mapping[str, nn.Module],
+    config: RelevanceConfig,
+) -> dict[str, LayerRelevance]:
+    composite: Composite = COMPOSITES[config.composite](canonizers=canonizers_for(model))
+    results: dict[str, LayerRelevance] = {}
+    handles = []
+
+    def capture(name: str) -> object:
+        def forward_hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+            def on_grad(grad: torch.Tensor) -> None:
+                results[name] = _reduce(grad)  # zennit's gradient *is* the relevance
+
+            output.register_hook(on_grad)
+
+        return forward_hook
+
+    with composite.context(model) as modified:
+        # Registered inside the context so each hook sees the output of zennit's own hook.
+        handles = [module.register_forward_hook(capture(name)) for name, module in layers.items()]
+        try:
+            inputs = images.clone().requires_grad_(True)
+            logits = modified(inputs)
+            torch.autograd.backward(logits, _start_gradient(logits, labels, config))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return results
+
+
+class _FastRules:
+    """Forward hooks that build z+ (conv) and epsilon (linear) into the autograd graph."""
+
+    def __init__(self, model: nn.Module, merged_batch_norms: set[nn.Module]) -> None:
+        self.stash: dict[nn.Module, torch.Tensor] = {}
+        self.values: dict[nn.Module, torch.Tensor] = {}
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.inplace_flags: list[nn.Module] = []
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                self._hook(module, self._conv_output)
+            elif isinstance(module, nn.Linear):
+                self._hook(module, self._linear_output)
+            elif (isinstance(module, Activation) and not isinstance(module, nn.ReLU)) or (
+                isinstance(module, BatchNorm) and module not in merged_batch_norms
+            ):
+                # ReLU's own gradient already passes relevance; other activations and
+                # unmerged BatchNorms must pass it unchanged (zennit's Pass rule).
+                self._hook(module, self._pass_output)
+                if getattr(module, "inplace", False):
+                    module.inplace = False  # type: ignore[assignment]
+                    self.inplace_flags.append(module)
+
+    def _hook(self, module: nn.Module, output_hook: object) -> None:
+        self.handles.append(module.register_forward_pre_hook(self._detach_input))
+        self.handles.append(module.register_forward_hook(output_hook))  # type: ignore[arg-type]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for module in self.inplace_flags:
+            module.inplace = True  # type: ignore[assignment]
+
+    def _detach_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        # The module's own forward then builds no graph; the rule's forward carries the gradient.
+        self.stash[module] = inputs[0]
+        return (inputs[0].detach(), *inputs[1:])
+
+    def _conv_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        x = self.stash.pop(module)
+        self.values[module] = output
+        if not x.requires_grad:  # first layer: nothing below it needs relevance
+            return _graph_start(output)
+        weight, bias = module.weight, module.bias
+        positive = {"weight": weight.clamp(min=0), "bias": None if bias is None else bias.clamp(min=0)}
+        z_plus = _forward_with(module, positive, x.clamp(min=0))
+        if bool((x < 0).any()):
+            negative = {"weight": weight.clamp(max=0), "bias": None if bias is None else torch.zeros_like(bias)}
+            z_plus = z_plus + _forward_with(module, negative, x.clamp(max=0))
+        return _value_with_gradient_of(output, z_plus)
+
+    def _linear_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        x = self.stash.pop(module)
+        self.values[module] = output
+        if not x.requires_grad:
+            return _graph_start(output)
+        z = module.forward(x)  # the plain forward again, now with a graph: epsilon keeps the weights
+        return _value_with_gradient_of(output, z)
+
+    def _pass_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        x = self.stash.pop(module)
+        if not x.requires_grad:
+            return _graph_start(output)
+        # Gradient times output/input: relevance passes through unchanged.
+        return _value_with_gradient_of(output, x)
+
+
+def _graph_start(output: torch.Tensor) -> torch.Tensor:
+    # A non-leaf, so that a following in-place ReLU is allowed on it.
+    return output.detach().requires_grad_(True).clone()
+
+
+def _forward_with(module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
+    """``module.forward(x)`` with some parameters replaced (no hooks run: we are inside one)."""
+    saved = {name: module._parameters[name] for name in parameters}
+    try:
+        module._parameters.update(parameters)  # type: ignore[arg-type]
+        return module.forward(x)  # type: ignore[no-any-return]
+    finally:
+        module._parameters.update(saved)
+
+
+class _RuleGradient(torch.autograd.Function):
+    """Forward: ``value``. Backward: the gradient goes to ``carrier``, times ``value / (carrier + eps)``.
+
+    With ``carrier`` the layer's rule-modified forward (z+ >= 0, or z itself for
+    epsilon) this is exactly the LRP rule in the "relevance = activation * gradient"
+    convention, at the cost of one fused expression in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(value, carrier)
+        return value.clone()  # a fresh tensor: a later in-place ReLU must not touch `value`
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: D102
+        value, carrier = ctx.saved_tensors
+        return None, grad * value / stabilize(carrier, STABILIZER)
+
+
+def _value_with_gradient_of(value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
+    return _RuleGradient.apply(value.detach(), carrier)  # type: ignore[no-any-return]
+
+
+def _fast_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    layers: Mapping[str, nn.Module],
+    config: RelevanceConfig,
+) -> dict[str, LayerRelevance]:
+    results: dict[str, LayerRelevance] = {}
+    with _canonized(model) as instances:
+        merged = {getattr(instance, "batch_norm", None) for instance in instances}
+        rules = _FastRules(model, {module for module in merged if module is not None})
+        # Registered after the rules so each capture sees the rule's output tensor.
+        handles = [module.register_forward_hook(_fast_capture(name, rules, results)) for name, module in layers.items()]
+        try:
+            logits = model(images)
+            relevance = _start_gradient(logits, labels, config)
+            # Gradient convention: relevance = activation * gradient.
+            safe_logits = torch.where(logits == 0, torch.ones_like(logits), logits.detach())
+            torch.autograd.backward(logits, relevance / safe_logits)
+        finally:
+            for handle in handles:
+                handle.remove()
+            rules.remove()
+            rules.stash.clear()
+            rules.values.clear()
+    return results
+
+
+def _fast_capture(name: str, rules: _FastRules, results: dict[str, LayerRelevance]) -> object:
+    def forward_hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        # The value before any in-place op that follows (VGG's ReLU(inplace=True)).
+        value = rules.values.get(module, output).detach()
+        if value is output:
+            value = value.clone()
+
+        def on_grad(grad: torch.Tensor) -> None:
+            results[name] = _reduce(value * grad)
+
+        output.register_hook(on_grad)
+
+    return forward_hook
