@@ -28,17 +28,19 @@ class UnsupportedArchitectureError(ValueError):
 
 def _mobilenet_v2_block_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if not self.use_res_connect:
-        return self.conv(x)  # type: ignore[no-any-return]
-    return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))  # type: ignore[no-any-return]
+        return self.conv(x)
+    return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
 
 
 def _mobilenet_v2_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     # torchvision pools with a functional call; a module lets the Norm rule see it.
     x = self.canonizer_pool(self.features(x))
-    return self.classifier(torch.flatten(x, 1))  # type: ignore[no-any-return]
+    return self.classifier(torch.flatten(x, 1))
 
 
-def _efficientnet_block_forward(self: Any, inputs: torch.Tensor, drop_connect_rate: Any = None) -> torch.Tensor:
+def _efficientnet_block_forward(
+    self: Any, inputs: torch.Tensor, drop_connect_rate: Any = None
+) -> torch.Tensor:
     x = inputs
     if self._block_args.expand_ratio != 1:
         x = self._swish(self._bn0(self._expand_conv(inputs)))
@@ -59,12 +61,13 @@ def _attribute_canonizer(block_type: type, attributes: Callable[[nn.Module], dic
     return AttributeCanonizer(attribute_map)
 
 
-def _efficientnet_types() -> tuple[type, type] | None:
+def _efficientnet_types() -> tuple[type, type, type] | None:
     try:
         from efficientnet_lite_pytorch.model import EfficientNet, MBConvBlock
+        from efficientnet_lite_pytorch.utils import Identity
     except ImportError:
         return None
-    return EfficientNet, MBConvBlock
+    return EfficientNet, MBConvBlock, Identity
 
 
 def _efficientnet_bn_pairs(model: nn.Module) -> list[tuple[list[str], str]]:
@@ -74,7 +77,8 @@ def _efficientnet_bn_pairs(model: nn.Module) -> list[tuple[list[str], str]]:
     sequential search cannot see that a BatchNorm follows them.
     """
     pairs = [(["_conv_stem"], "_bn0"), (["_conv_head"], "_bn1")]
-    for index, block in enumerate(model._blocks):  # type: ignore[union-attr]
+    blocks: nn.ModuleList = model._blocks  # type: ignore[assignment]
+    for index, block in enumerate(blocks):
         prefix = f"_blocks.{index}."
         if hasattr(block, "_expand_conv"):
             pairs.append(([prefix + "_expand_conv"], prefix + "_bn0"))
@@ -104,9 +108,10 @@ _ALLOWED_LEAF_TYPES: tuple[type, ...] = (
 )
 
 
-def _check_leaves(model: nn.Module) -> None:
+def _check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
+    allowed = _ALLOWED_LEAF_TYPES + extra_types
     for name, module in model.named_modules():
-        if next(module.children(), None) is None and not isinstance(module, _ALLOWED_LEAF_TYPES):
+        if next(module.children(), None) is None and not isinstance(module, allowed):
             raise UnsupportedArchitectureError(
                 f"no LRP rule for layer {name!r} of type {type(module).__name__}; "
                 "supported layers: Conv2d, Linear, BatchNorm, ReLU/ReLU6, pooling, Dropout"
@@ -168,7 +173,7 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
             raise UnsupportedArchitectureError(
                 "EfficientNet with squeeze-excitation gates is not supported (only the Lite variants)"
             )
-        _check_leaves(model)
+        _check_leaves(model, extra_types=(efficientnet[2],))  # its own Identity pads nothing
         return [
             NamedMergeBatchNorm(_efficientnet_bn_pairs(model)),
             _attribute_canonizer(

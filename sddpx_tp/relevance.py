@@ -21,7 +21,7 @@ The model is left as it was found: weights, hooks, forwards, flags.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from zennit.composites import COMPOSITES
 from zennit.core import Composite, stabilize
-from zennit.types import Activation, BatchNorm
+from zennit.layer import Sum
+from zennit.types import Activation, AvgPool, BatchNorm
 
 from sddpx_tp.canonizers import canonizers_for
 
@@ -142,7 +143,7 @@ def layer_relevance(
 def _chunks(references: References, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     batches = [references] if isinstance(references, tuple) else references
     count = 0
-    for images, labels in batches:  # type: ignore[misc]
+    for images, labels in batches:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         for start in range(0, len(images), chunk_size):
@@ -203,7 +204,7 @@ def _zennit_pass(
     results: dict[str, LayerRelevance] = {}
     handles = []
 
-    def capture(name: str) -> object:
+    def capture(name: str) -> Callable[..., None]:
         def forward_hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
             def on_grad(grad: torch.Tensor) -> None:
                 results[name] = _reduce(grad)  # zennit's gradient *is* the relevance
@@ -226,7 +227,7 @@ def _zennit_pass(
 
 
 class _FastRules:
-    """Forward hooks that build z+ (conv) and epsilon (linear) into the autograd graph."""
+    """Forward hooks that build z+ (conv), epsilon (linear) and norm (pool, sum) into the autograd graph."""
 
     def __init__(self, model: nn.Module, merged_batch_norms: set[nn.Module]) -> None:
         self.stash: dict[nn.Module, torch.Tensor] = {}
@@ -236,8 +237,9 @@ class _FastRules:
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
                 self._hook(module, self._conv_output)
-            elif isinstance(module, nn.Linear):
-                self._hook(module, self._linear_output)
+            elif isinstance(module, (nn.Linear, AvgPool, Sum)):
+                # Epsilon (linear) and Norm (pooling, residual sum) share one form.
+                self._hook(module, self._stabilized_output)
             elif (isinstance(module, Activation) and not isinstance(module, nn.ReLU)) or (
                 isinstance(module, BatchNorm) and module not in merged_batch_norms
             ):
@@ -245,12 +247,12 @@ class _FastRules:
                 # unmerged BatchNorms must pass it unchanged (zennit's Pass rule).
                 self._hook(module, self._pass_output)
                 if getattr(module, "inplace", False):
-                    module.inplace = False  # type: ignore[assignment]
+                    module.inplace = False
                     self.inplace_flags.append(module)
 
-    def _hook(self, module: nn.Module, output_hook: object) -> None:
+    def _hook(self, module: nn.Module, output_hook: Callable[..., torch.Tensor]) -> None:
         self.handles.append(module.register_forward_pre_hook(self._detach_input))
-        self.handles.append(module.register_forward_hook(output_hook))  # type: ignore[arg-type]
+        self.handles.append(module.register_forward_hook(output_hook))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -263,7 +265,7 @@ class _FastRules:
         self.stash[module] = inputs[0]
         return (inputs[0].detach(), *inputs[1:])
 
-    def _conv_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+    def _conv_output(self, module: nn.Conv2d, inputs: object, output: torch.Tensor) -> torch.Tensor:
         x = self.stash.pop(module)
         self.values[module] = output
         if not x.requires_grad:  # first layer: nothing below it needs relevance
@@ -272,11 +274,14 @@ class _FastRules:
         positive = {"weight": weight.clamp(min=0), "bias": None if bias is None else bias.clamp(min=0)}
         z_plus = _forward_with(module, positive, x.clamp(min=0))
         if bool((x < 0).any()):
-            negative = {"weight": weight.clamp(max=0), "bias": None if bias is None else torch.zeros_like(bias)}
+            negative = {
+                "weight": weight.clamp(max=0),
+                "bias": None if bias is None else torch.zeros_like(bias),
+            }
             z_plus = z_plus + _forward_with(module, negative, x.clamp(max=0))
         return _value_with_gradient_of(output, z_plus)
 
-    def _linear_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+    def _stabilized_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         x = self.stash.pop(module)
         self.values[module] = output
         if not x.requires_grad:
@@ -297,12 +302,14 @@ def _graph_start(output: torch.Tensor) -> torch.Tensor:
     return output.detach().requires_grad_(True).clone()
 
 
-def _forward_with(module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
+def _forward_with(
+    module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor
+) -> torch.Tensor:
     """``module.forward(x)`` with some parameters replaced (no hooks run: we are inside one)."""
     saved = {name: module._parameters[name] for name in parameters}
     try:
         module._parameters.update(parameters)  # type: ignore[arg-type]
-        return module.forward(x)  # type: ignore[no-any-return]
+        return module.forward(x)
     finally:
         module._parameters.update(saved)
 
@@ -316,18 +323,18 @@ class _RuleGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(value, carrier)
         return value.clone()  # a fresh tensor: a later in-place ReLU must not touch `value`
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: D102
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         value, carrier = ctx.saved_tensors
         return None, grad * value / stabilize(carrier, STABILIZER)
 
 
 def _value_with_gradient_of(value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
-    return _RuleGradient.apply(value.detach(), carrier)  # type: ignore[no-any-return]
+    return _RuleGradient.apply(value.detach(), carrier)
 
 
 def _fast_pass(
@@ -342,7 +349,10 @@ def _fast_pass(
         merged = {getattr(instance, "batch_norm", None) for instance in instances}
         rules = _FastRules(model, {module for module in merged if module is not None})
         # Registered after the rules so each capture sees the rule's output tensor.
-        handles = [module.register_forward_hook(_fast_capture(name, rules, results)) for name, module in layers.items()]
+        handles = [
+            module.register_forward_hook(_fast_capture(name, rules, results))
+            for name, module in layers.items()
+        ]
         try:
             logits = model(images)
             relevance = _start_gradient(logits, labels, config)
@@ -358,7 +368,7 @@ def _fast_pass(
     return results
 
 
-def _fast_capture(name: str, rules: _FastRules, results: dict[str, LayerRelevance]) -> object:
+def _fast_capture(name: str, rules: _FastRules, results: dict[str, LayerRelevance]) -> Callable[..., None]:
     def forward_hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
         # The value before any in-place op that follows (VGG's ReLU(inplace=True)).
         value = rules.values.get(module, output).detach()

@@ -1,0 +1,81 @@
+"""Accuracy and size metrics: per-class accuracy, harmonic mean, AUCs, filter rate, params, MACs.
+
+Predictions are the argmax over the model's outputs, which after class restriction
+are the chosen classes' logits only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+@torch.no_grad()
+def per_class_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
+) -> list[float]:
+    """Accuracy of each class index ``0..classes-1`` on the given images."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+    predictions = torch.cat([model(batch.to(device)).argmax(dim=1).cpu() for batch in batches])
+    model.train(was_training)
+    accuracies = []
+    for index in range(classes):
+        mask = labels == index
+        if not bool(mask.any()):
+            raise ValueError(f"no images of class index {index} to measure its accuracy")
+        accuracies.append(float((predictions[mask] == index).float().mean()))
+    return accuracies
+
+
+def harmonic_mean(accuracies: Sequence[float]) -> float:
+    """``|C| / sum(1 / a_c)``; 0 if any class is at 0."""
+    if any(accuracy <= 0 for accuracy in accuracies):
+        return 0.0
+    return len(accuracies) / sum(1.0 / accuracy for accuracy in accuracies)
+
+
+def normalized_auc(rates: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoid area under ``values`` against ``rates``, divided by the rate span (1.0 is perfect)."""
+    if len(rates) != len(values) or len(rates) < 2:
+        raise ValueError("need at least two (rate, value) points of equal count")
+    order = sorted(range(len(rates)), key=lambda index: rates[index])
+    xs = [rates[index] for index in order]
+    ys = [values[index] for index in order]
+    span = xs[-1] - xs[0]
+    if span <= 0:
+        raise ValueError("rates must span a positive range")
+    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    return area / span
+
+
+def auc_lowest_class(rates: Sequence[float], per_class: Sequence[Sequence[float]]) -> float:
+    """Paper Eq. 4: the normalised AUC of the lowest class accuracy at each rate."""
+    return normalized_auc(rates, [min(accuracies) for accuracies in per_class])
+
+
+def count_filters(model: nn.Module) -> int:
+    """Output channels summed over every Conv2d: the unit of the filter rate."""
+    return sum(module.out_channels for module in model.modules() if isinstance(module, nn.Conv2d))
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    filters: int
+    params: int
+    macs: int
+
+
+def measure_size(model: nn.Module, example_input: torch.Tensor) -> ModelSize:
+    """Filters, parameters and multiply-accumulates (MACs, not FLOPs) for one input."""
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, example_input[:1])
+    model.train(was_training)
+    return ModelSize(filters=count_filters(model), params=int(params), macs=int(macs))
