@@ -1,0 +1,117 @@
+"""``prune(...)``: the one call users make."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.relevance import RelevanceConfig
+from sddpx_tp.schedules import Method, ScheduleConfig, run_schedule
+from sddpx_tp.surgery import PrunableModel
+from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
+
+
+@dataclass
+class PruneResult:
+    """The pruned model (restricted to the chosen classes), its trajectory and the settings."""
+
+    model: nn.Module
+    trajectory: list[StepRecord]
+    settings: dict[str, Any]
+    classes: list[int]
+    models: list[nn.Module] = field(default_factory=list)  # one per step, if asked for
+
+    def summary(self) -> dict[str, Any]:
+        first, last = self.trajectory[0], self.trajectory[-1]
+        return {
+            "classes": self.classes,
+            "method": self.settings["method"],
+            "steps": len(self.trajectory) - 1,
+            "filter_rate": last.filter_rate,
+            "params_ratio": last.params_ratio,
+            "macs_ratio": last.macs_ratio,
+            "reference_harmonic_mean": [first.reference_harmonic_mean, last.reference_harmonic_mean],
+            "eval_harmonic_mean": [first.eval_harmonic_mean, last.eval_harmonic_mean],
+            "seconds": last.seconds,
+            "relevance_passes": last.relevance_passes,
+            "evaluations": last.evaluations,
+        }
+
+
+def _to_class_positions(
+    images_and_labels: LabelledImages, classes: Sequence[int], role: str
+) -> LabelledImages:
+    """Map labels given as model output indices to positions among ``classes``."""
+    images, labels = images_and_labels
+    position = {int(cls): index for index, cls in enumerate(classes)}
+    unknown = sorted({int(label) for label in labels.tolist()} - set(position))
+    if unknown:
+        raise ValueError(f"{role} labels {unknown} are not among the chosen classes {list(classes)}")
+    mapped = torch.tensor([position[int(label)] for label in labels.tolist()], dtype=torch.long)
+    missing = [classes[index] for index in range(len(classes)) if not bool((mapped == index).any())]
+    if missing:
+        raise ValueError(f"{role} images have no image of class {missing}")
+    return images, mapped
+
+
+def prune(
+    model: nn.Module,
+    references: LabelledImages,
+    classes: Sequence[int],
+    method: Method = "sd-dpx",
+    max_rate: float = 0.9,
+    evaluation: LabelledImages | None = None,
+    keep_models: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+    relevance: RelevanceConfig | None = None,
+    **schedule_options: Any,
+) -> PruneResult:
+    """Prune ``model`` for ``classes`` using reference images, without fine-tuning.
+
+    ``references`` and ``evaluation`` are ``(images, labels)`` with labels given as
+    the model's output indices (e.g. ImageNet class indices). ``schedule_options``
+    are the other fields of :class:`ScheduleConfig` (``step``, ``max_excluded``,
+    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``).
+    The input model is not modified.
+    """
+    config = ScheduleConfig(
+        method=method,
+        max_rate=max_rate,
+        relevance=relevance or RelevanceConfig(normalize=True),
+        **schedule_options,
+    )
+    torch.manual_seed(seed)
+    references = _to_class_positions(references, classes, "reference")
+    if evaluation is not None:
+        evaluation = _to_class_positions(evaluation, classes, "evaluation")
+    restricted = restrict_to_classes(model, classes).eval()
+    session = PruningSession(
+        PrunableModel(restricted, references[0], min_channels=config.min_channels),
+        references,
+        classes=len(classes),
+        relevance_config=config.relevance,
+        evaluation=evaluation,
+        keep_models=keep_models,
+        progress=progress,
+        max_rate=max_rate,
+    )
+    try:
+        run_schedule(session, config)
+    finally:
+        session.close()
+    settings = dataclasses.asdict(config)
+    settings["seed"] = seed
+    return PruneResult(
+        model=session.current.model,
+        trajectory=session.trajectory,
+        settings=settings,
+        classes=list(classes),
+        models=session.models,
+    )

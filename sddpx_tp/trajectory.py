@@ -1,0 +1,133 @@
+"""The record of a pruning run: every accepted step, with the counters that explain its cost.
+
+A ``PruningSession`` owns the current model, the reference and evaluation images,
+the counts of relevance passes and evaluations, and the trajectory. Schedules ask
+it for relevance and accuracy and hand it each accepted model.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sddpx_tp.metrics import ModelSize, harmonic_mean, measure_size, per_class_accuracy
+from sddpx_tp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.surgery import PrunableModel
+
+LabelledImages = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One accepted model of the trajectory (step 0 is the unpruned model)."""
+
+    step: int
+    filter_rate: float
+    filters: int
+    params: int
+    macs: int
+    params_ratio: float
+    macs_ratio: float
+    reference_accuracy: list[float]
+    reference_harmonic_mean: float
+    eval_accuracy: list[float] | None
+    eval_harmonic_mean: float | None
+    seconds: float  # wall time since the run started
+    relevance_passes: int  # cumulative
+    evaluations: int  # cumulative reference evaluations (trial models included)
+    attempts: int  # models tried for this step
+    attempt_harmonic_means: list[float]  # reference H of each model tried (SD-DPX), in order
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PruningSession:
+    """State shared by the schedules: current model, data, counters, trajectory."""
+
+    def __init__(
+        self,
+        model: PrunableModel,
+        references: LabelledImages,
+        classes: int,
+        relevance_config: RelevanceConfig,
+        evaluation: LabelledImages | None = None,
+        keep_models: bool = False,
+        progress: bool = True,
+        max_rate: float = 0.9,
+    ) -> None:
+        self.current = model
+        self.references = references
+        self.evaluation = evaluation
+        self.classes = classes
+        self.relevance_config = relevance_config
+        self.keep_models = keep_models
+        self.example_input = references[0][:1]
+        self.original: ModelSize = measure_size(model.model, self.example_input)
+        self.relevance_passes = 0
+        self.evaluations = 0
+        self.trajectory: list[StepRecord] = []
+        self.models: list[nn.Module] = []
+        self.started = time.perf_counter()
+        self._bar = tqdm(
+            total=round(max_rate * 100), unit="%", desc="filter rate", disable=not progress, leave=False
+        )
+        self.reference_harmonic_mean = self.evaluate_references(model.model)
+        self.accept(model, attempts=0)
+
+    def relevance(self, model: PrunableModel) -> dict[str, torch.Tensor]:
+        self.relevance_passes += 1
+        return filter_relevance(model.model, self.references, self.relevance_config)
+
+    def evaluate_references(self, model: nn.Module) -> float:
+        """H on the reference images; every call counts as one evaluation."""
+        self.evaluations += 1
+        self._last_reference_accuracy = per_class_accuracy(model, *self.references, self.classes)
+        return harmonic_mean(self._last_reference_accuracy)
+
+    def removed_filters(self) -> int:
+        return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
+
+    def accept(
+        self, model: PrunableModel, attempts: int, attempt_harmonic_means: list[float] | None = None
+    ) -> None:
+        """Make ``model`` current and append its record to the trajectory."""
+        self.current = model
+        size = measure_size(model.model, self.example_input)
+        reference_accuracy = per_class_accuracy(model.model, *self.references, self.classes)
+        self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
+        eval_accuracy = None
+        if self.evaluation is not None:
+            eval_accuracy = per_class_accuracy(model.model, *self.evaluation, self.classes)
+        record = StepRecord(
+            step=len(self.trajectory),
+            filter_rate=1 - size.filters / self.original.filters,
+            filters=size.filters,
+            params=size.params,
+            macs=size.macs,
+            params_ratio=size.params / self.original.params,
+            macs_ratio=size.macs / self.original.macs,
+            reference_accuracy=reference_accuracy,
+            reference_harmonic_mean=self.reference_harmonic_mean,
+            eval_accuracy=eval_accuracy,
+            eval_harmonic_mean=None if eval_accuracy is None else harmonic_mean(eval_accuracy),
+            seconds=time.perf_counter() - self.started,
+            relevance_passes=self.relevance_passes,
+            evaluations=self.evaluations,
+            attempts=attempts,
+            attempt_harmonic_means=attempt_harmonic_means or [],
+        )
+        self.trajectory.append(record)
+        if self.keep_models:
+            self.models.append(copy.deepcopy(model.model))
+        self._bar.update(round(record.filter_rate * 100) - self._bar.n)
+        self._bar.set_postfix(H=f"{record.reference_harmonic_mean:.3f}")
+
+    def close(self) -> None:
+        self._bar.close()

@@ -1,0 +1,207 @@
+"""The pruning engine on real architectures and on a small model trained here on real Fashion-MNIST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import calibrate_batch_norms
+from torch import nn
+from torchvision import models
+
+import sddpx_tp.trajectory as trajectory_module
+from sddpx_tp.api import PruneResult, prune
+from sddpx_tp.checkpoint import load_pruned, save_pruned
+from sddpx_tp.fashion import class_subset, load_split, to_model_input
+from sddpx_tp.metrics import auc_lowest_class, harmonic_mean, normalized_auc
+
+
+def _efficientnet_lite0() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+ARCHITECTURES = {
+    "resnet18": lambda: models.resnet18(num_classes=10),
+    "resnet50": lambda: models.resnet50(num_classes=10),
+    "vgg16": lambda: models.vgg16(num_classes=10),
+    "vgg16_bn": lambda: models.vgg16_bn(num_classes=10),
+    "mobilenet_v2": lambda: models.mobilenet_v2(num_classes=10),
+    "efficientnet_lite0": _efficientnet_lite0,
+}
+
+
+def _conv_filters_by_hand(model: nn.Module) -> int:
+    return sum(m.weight.shape[0] for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_prunes_half_the_filters_and_reloads_exactly(architecture: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ARCHITECTURES[architecture]()
+    if architecture != "efficientnet_lite0":
+        model = calibrate_batch_norms(model)
+    model.eval()
+    images = torch.randn(8, 3, 64, 64)
+    labels = torch.tensor([1, 3] * 4)
+    result = prune(model, (images, labels), [1, 3], method="dpx", max_rate=0.5, step=0.25, progress=False)
+    first, last = result.trajectory[0], result.trajectory[-1]
+    assert last.filter_rate == pytest.approx(0.5, abs=0.02)
+    assert last.params < first.params and last.macs < first.macs
+    with torch.no_grad():
+        outputs = result.model(images)
+    assert outputs.shape == (8, 2)
+
+    save_pruned(result.model, tmp_path / "model.pt")
+    rebuilt = load_pruned(tmp_path / "model.pt", ARCHITECTURES[architecture]())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), outputs)
+
+
+def test_filter_rate_is_counted_exactly() -> None:
+    model = calibrate_batch_norms(models.resnet18(num_classes=10))
+    before = _conv_filters_by_hand(model)
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([2, 5] * 3)
+    result = prune(model, (images, labels), [2, 5], method="dpx", max_rate=0.3, step=0.1, progress=False)
+    after = _conv_filters_by_hand(result.model)
+    assert result.trajectory[-1].filters == after
+    assert result.trajectory[-1].filter_rate == pytest.approx(1 - after / before, abs=1e-12)
+    assert _conv_filters_by_hand(model) == before, "the caller's model must not be pruned"
+
+
+def test_metrics_against_hand_computed_values() -> None:
+    assert harmonic_mean([0.5, 1.0]) == pytest.approx(2 / (2 + 1))
+    assert harmonic_mean([0.9, 0.0]) == 0.0
+    assert normalized_auc([0.0, 0.5, 1.0], [1.0, 1.0, 0.0]) == pytest.approx(0.75)
+    assert auc_lowest_class([0.0, 1.0], [[1.0, 0.5], [0.0, 1.0]]) == pytest.approx(0.25)
+
+
+class _SmallNet(nn.Sequential):
+    def __init__(self) -> None:
+        def block(inputs: int, outputs: int) -> list[nn.Module]:
+            return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
+
+        super().__init__(
+            *block(3, 16),
+            nn.MaxPool2d(2),
+            *block(16, 32),
+            nn.MaxPool2d(2),
+            *block(32, 48),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(48, 10),
+        )
+
+
+@pytest.fixture(scope="module")
+def fashion_task() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A small CNN trained for seconds on real Fashion-MNIST; T-shirt vs Shirt references."""
+    torch.manual_seed(0)
+    images, labels = load_split("train")
+    images, labels = images[:12000], labels[:12000]
+    model = _SmallNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(2):
+        for start in range(0, len(images), 128):
+            loss = F.cross_entropy(
+                model(to_model_input(images[start : start + 128], 28)), labels[start : start + 128]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    reference_images, reference_labels = class_subset(images, labels, [0, 6], per_class=30, seed=1)
+    test_images, test_labels = load_split("test")
+    held_out = class_subset(test_images, test_labels, [0, 6], per_class=200, seed=2)
+    return (
+        model,
+        (to_model_input(reference_images, 28), reference_labels),
+        (to_model_input(held_out[0], 28), held_out[1]),
+    )
+
+
+def _run(task: tuple, method: str, max_rate: float = 0.8, **options: object) -> PruneResult:
+    model, references, evaluation = task
+    return prune(
+        model,
+        references,
+        [0, 6],
+        method=method,
+        max_rate=max_rate,
+        step=0.1,
+        evaluation=evaluation,
+        progress=False,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_trained_model_is_accurate_before_pruning(fashion_task: tuple) -> None:
+    result = _run(fashion_task, "px", max_rate=0.1)
+    assert result.trajectory[0].eval_harmonic_mean > 0.7  # T-shirt vs Shirt: a hard pair, far above chance
+
+
+@pytest.mark.parametrize("method", ["px", "dpx"])
+def test_px_and_dpx_trajectories_are_monotone(fashion_task: tuple, method: str) -> None:
+    rates = [record.filter_rate for record in _run(fashion_task, method).trajectory]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.8, abs=0.02)
+    assert all(later > earlier for earlier, later in zip(rates, rates[1:], strict=False))
+
+
+def test_sd_dpx_accepts_the_best_of_its_attempts(fashion_task: tuple) -> None:
+    result = _run(fashion_task, "sd-dpx", max_excluded=2)
+    assert any(record.attempts > 1 for record in result.trajectory), (
+        "the search never ran: the test proves nothing"
+    )
+    for record in result.trajectory[1:]:
+        assert record.reference_harmonic_mean == pytest.approx(max(record.attempt_harmonic_means))
+
+
+def test_sd_dpx_without_its_functions_is_dpx(fashion_task: tuple) -> None:
+    dpx = _run(fashion_task, "dpx").trajectory
+    bare = _run(fashion_task, "sd-dpx", order_change=False, rate_change=False).trajectory
+    assert len(bare) == len(dpx)
+    for ours, theirs in zip(bare, dpx, strict=True):
+        assert (ours.filters, ours.params, ours.macs) == (theirs.filters, theirs.params, theirs.macs)
+        assert ours.reference_accuracy == theirs.reference_accuracy
+        assert ours.eval_accuracy == theirs.eval_accuracy
+
+
+def test_rejected_trial_leaves_current_model_untouched(
+    fashion_task: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_class = trajectory_module.PruningSession
+    snapshots: list[dict[str, torch.Tensor]] = []
+    checked = []
+    original_accept, original_evaluate = session_class.accept, session_class.evaluate_references
+
+    def accept(self, model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original_accept(self, model, *args, **kwargs)
+        snapshots.append({key: value.clone() for key, value in self.current.model.state_dict().items()})
+
+    def evaluate_references(self, model):  # type: ignore[no-untyped-def]
+        if snapshots and model is not self.current.model:  # a trial: the current model must be as accepted
+            state = self.current.model.state_dict()
+            checked.append(all(torch.equal(state[key], value) for key, value in snapshots[-1].items()))
+        return original_evaluate(self, model)
+
+    monkeypatch.setattr(session_class, "accept", accept)
+    monkeypatch.setattr(session_class, "evaluate_references", evaluate_references)
+    result = _run(fashion_task, "sd-dpx", max_excluded=2)
+    rejected = sum(record.attempts - 1 for record in result.trajectory[1:])
+    assert rejected > 0, "no trial was rejected: the test proves nothing"
+    assert checked and all(checked)
+
+
+def test_bad_settings_are_refused(fashion_task: tuple) -> None:
+    model, references, _ = fashion_task
+    with pytest.raises(ValueError, match="max_rate"):
+        prune(model, references, [0, 6], max_rate=1.0, progress=False)
+    with pytest.raises(ValueError, match="max_excluded"):
+        prune(model, references, [0, 6], max_excluded=-1, progress=False)
+    with pytest.raises(ValueError, match="not among the chosen classes"):
+        prune(model, references, [0, 5], progress=False)
