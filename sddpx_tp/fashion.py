@@ -60,7 +60,8 @@ def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not images_path.exists() or not labels_path.exists():
         raise DatasetMissingError(
             f"Fashion-MNIST not found in {directory}; install it with "
-            "'apt-get install dataset-fashion-mnist' or set SDDPX_FASHION_MNIST to a folder holding the idx .gz files"
+            "'apt-get install dataset-fashion-mnist' or set SDDPX_FASHION_MNIST "
+            "to a folder holding the idx .gz files"
         )
     images = torch.from_numpy(_read_idx(images_path).copy())
     labels = torch.from_numpy(_read_idx(labels_path).astype(np.int64))

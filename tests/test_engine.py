@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_trained_model_is_accurate_before_pruning(fashion_task: tuple) -> None:
 def test_px_and_dpx_trajectories_are_monotone(fashion_task: tuple, method: str) -> None:
     rates = [record.filter_rate for record in _run(fashion_task, method).trajectory]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.8, abs=0.02)
-    assert all(later > earlier for earlier, later in zip(rates, rates[1:], strict=False))
+    assert all(later > earlier for earlier, later in itertools.pairwise(rates))
 
 
 def test_sd_dpx_accepts_the_best_of_its_attempts(fashion_task: tuple) -> None:
