@@ -56,9 +56,7 @@ def main() -> None:
     variants: dict[str, Callable[[], object]] = {"forward": forward, "forward_backward": forward_backward}
     for chunk in args.chunk_sizes:
         config = RelevanceConfig(engine="fast", chunk_size=chunk)
-        variants[f"relevance_fast_chunk{chunk}"] = lambda c=config: filter_relevance(
-            model, (images, labels), c
-        )
+        variants[f"relevance_fast_chunk{chunk}"] = lambda c=config: filter_relevance(model, (images, labels), c)
     if args.with_zennit:
         config = RelevanceConfig(engine="zennit", chunk_size=20)
         variants["relevance_zennit_chunk20"] = lambda: filter_relevance(model, (images, labels), config)
@@ -81,9 +79,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "median_seconds": medians,
         "all_seconds": times,
-        "ratio_to_forward_backward": {
-            name: value / medians["forward_backward"] for name, value in medians.items()
-        },
+        "ratio_to_forward_backward": {name: value / medians["forward_backward"] for name, value in medians.items()},
         "ratio_to_forward": {name: value / medians["forward"] for name, value in medians.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

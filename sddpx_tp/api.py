@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,15 @@ from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.schedules import Method, ScheduleConfig, run_schedule
 from sddpx_tp.surgery import PrunableModel
 from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stopped: its last accepted model (restricted, pruned) and records."""
+
+    model: nn.Module
+    trajectory: list[StepRecord]
+    schedule_state: dict[str, Any]
 
 
 @dataclass
@@ -44,9 +53,7 @@ class PruneResult:
         }
 
 
-def _to_class_positions(
-    images_and_labels: LabelledImages, classes: Sequence[int], role: str
-) -> LabelledImages:
+def _to_class_positions(images_and_labels: LabelledImages, classes: Sequence[int], role: str) -> LabelledImages:
     """Map labels given as model output indices to positions among ``classes``."""
     images, labels = images_and_labels
     position = {int(cls): index for index, cls in enumerate(classes)}
@@ -60,6 +67,11 @@ def _to_class_positions(
     return images, mapped
 
 
+def _on_device(images_and_labels: LabelledImages, device: torch.device) -> LabelledImages:
+    # Images go to the model's device; labels stay on the CPU, where accuracy is counted.
+    return images_and_labels[0].to(device), images_and_labels[1]
+
+
 def prune(
     model: nn.Module,
     references: LabelledImages,
@@ -71,6 +83,9 @@ def prune(
     progress: bool = True,
     seed: int = 0,
     relevance: RelevanceConfig | None = None,
+    device: str | torch.device = "cpu",
+    on_accept: Callable[[PruningSession], None] | None = None,
+    resume: ResumePoint | None = None,
     **schedule_options: Any,
 ) -> PruneResult:
     """Prune ``model`` for ``classes`` using reference images, without fine-tuning.
@@ -79,7 +94,8 @@ def prune(
     the model's output indices (e.g. ImageNet class indices). ``schedule_options``
     are the other fields of :class:`ScheduleConfig` (``step``, ``max_excluded``,
     ``min_step``, ``order_change``, ``rate_change``, ``min_channels``).
-    The input model is not modified.
+    The input model is not modified. ``on_accept`` is called after every accepted
+    step (e.g. to checkpoint); ``resume`` continues an interrupted run.
     """
     config = ScheduleConfig(
         method=method,
@@ -88,12 +104,14 @@ def prune(
         **schedule_options,
     )
     torch.manual_seed(seed)
-    references = _to_class_positions(references, classes, "reference")
+    device = torch.device(device)
+    references = _on_device(_to_class_positions(references, classes, "reference"), device)
     if evaluation is not None:
-        evaluation = _to_class_positions(evaluation, classes, "evaluation")
-    restricted = restrict_to_classes(model, classes).eval()
+        evaluation = _on_device(_to_class_positions(evaluation, classes, "evaluation"), device)
+    start = restrict_to_classes(model, classes) if resume is None else resume.model
+    start = start.to(device).eval()
     session = PruningSession(
-        PrunableModel(restricted, references[0], min_channels=config.min_channels),
+        PrunableModel(start, references[0], min_channels=config.min_channels),
         references,
         classes=len(classes),
         relevance_config=config.relevance,
@@ -101,6 +119,8 @@ def prune(
         keep_models=keep_models,
         progress=progress,
         max_rate=max_rate,
+        on_accept=on_accept,
+        resume=None if resume is None else (resume.trajectory, resume.schedule_state),
     )
     try:
         run_schedule(session, config)

@@ -38,9 +38,7 @@ def _mobilenet_v2_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     return self.classifier(torch.flatten(x, 1))
 
 
-def _efficientnet_block_forward(
-    self: Any, inputs: torch.Tensor, drop_connect_rate: Any = None
-) -> torch.Tensor:
+def _efficientnet_block_forward(self: Any, inputs: torch.Tensor, drop_connect_rate: Any = None) -> torch.Tensor:
     x = inputs
     if self._block_args.expand_ratio != 1:
         x = self._swish(self._bn0(self._expand_conv(inputs)))

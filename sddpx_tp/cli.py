@@ -1,13 +1,64 @@
-"""The ``sddpx-tp`` command line: one click verb per pipeline stage."""
+"""The ``sddpx-tp`` command line: one click verb per pipeline stage.
+
+Every user error (click's usage errors and :class:`UserError`) becomes one line on
+stderr and exit code 2; an interrupt exits with 130 and says how to resume.
+"""
 
 from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
 
 import click
 
 from sddpx_tp import __version__
+from sddpx_tp.errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Interrupted(Exception):
+    """A run stopped by SIGINT; its message says how to continue."""
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"sddpx-tp: warning: {message}\n"
+
+
+class _OneLineErrors(click.Group):
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.ClickException as error:
+            click.echo(f"sddpx-tp: error: {error.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except UserError as error:
+            click.echo(f"sddpx-tp: error: {error}", err=True)
+            sys.exit(EXIT_USAGE)
+        except (Interrupted, KeyboardInterrupt, click.exceptions.Abort) as stop:
+            click.echo(f"sddpx-tp: interrupted{': ' + str(stop) if str(stop) else ''}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if isinstance(result, int) and result != 0:  # an Exit code returned in non-standalone mode
+            sys.exit(result)
+        return result
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="sddpx-tp")
 def main() -> None:
     """LRP-guided filter pruning (PX, DPX, SD-DPX) for few-class transfer."""
+
+
+def _register() -> None:
+    # Verbs live in their own modules; importing them here keeps `sddpx-tp --help` complete.
+    from sddpx_tp.cli_prune import prune_command
+
+    main.add_command(prune_command)
+
+
+_register()

@@ -102,9 +102,7 @@ def train_source_model(
         optimizer, max_lr=learning_rate, total_steps=epochs * batches_per_epoch
     )
     model.train()
-    bar = tqdm(
-        total=epochs * batches_per_epoch, desc="training source model", disable=not progress, leave=False
-    )
+    bar = tqdm(total=epochs * batches_per_epoch, desc="training source model", disable=not progress, leave=False)
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), batch_size):

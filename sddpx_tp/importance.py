@@ -45,9 +45,7 @@ class LRPImportance(tp.importance.Importance):
         relevance: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         if references is None and relevance is None:
-            raise ValueError(
-                "give reference images (to compute relevance) or a precomputed relevance mapping"
-            )
+            raise ValueError("give reference images (to compute relevance) or a precomputed relevance mapping")
         self.model = model
         self.references = references
         # Default to per-layer normalised relevance: raw LRP magnitudes differ by orders of

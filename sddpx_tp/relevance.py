@@ -99,10 +99,8 @@ def filter_relevance(
     per_layer = layer_relevance(model, references, conv_layers(model), config)
     scores = {}
     for name, relevance in per_layer.items():
-        if config.aggregation == "dpx":
-            score = relevance.absolute.sum(dim=0)
-        else:
-            score = relevance.signed.abs().sum(dim=0)
+        # DPX: sum of |R| over images and space. PX: sum over images of |sum over space of R|.
+        score = relevance.absolute.sum(dim=0) if config.aggregation == "dpx" else relevance.signed.abs().sum(dim=0)
         if config.normalize:
             score = score / score.sum().clamp_min(torch.finfo(score.dtype).tiny)
         scores[name] = score
@@ -182,9 +180,7 @@ def _canonized(model: nn.Module) -> Iterator[list[object]]:
 
 def _reduce(relevance: torch.Tensor) -> LayerRelevance:
     dims = tuple(range(2, relevance.ndim))
-    return LayerRelevance(
-        signed=relevance.sum(dim=dims).detach(), absolute=relevance.abs().sum(dim=dims).detach()
-    )
+    return LayerRelevance(signed=relevance.sum(dim=dims).detach(), absolute=relevance.abs().sum(dim=dims).detach())
 
 
 def _start_gradient(logits: torch.Tensor, labels: torch.Tensor, config: RelevanceConfig) -> torch.Tensor:
@@ -302,9 +298,7 @@ def _graph_start(output: torch.Tensor) -> torch.Tensor:
     return output.detach().requires_grad_(True).clone()
 
 
-def _forward_with(
-    module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor
-) -> torch.Tensor:
+def _forward_with(module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
     """``module.forward(x)`` with some parameters replaced (no hooks run: we are inside one)."""
     saved = {name: module._parameters[name] for name in parameters}
     try:
@@ -349,10 +343,7 @@ def _fast_pass(
         merged = {getattr(instance, "batch_norm", None) for instance in instances}
         rules = _FastRules(model, {module for module in merged if module is not None})
         # Registered after the rules so each capture sees the rule's output tensor.
-        handles = [
-            module.register_forward_hook(_fast_capture(name, rules, results))
-            for name, module in layers.items()
-        ]
+        handles = [module.register_forward_hook(_fast_capture(name, rules, results)) for name, module in layers.items()]
         try:
             logits = model(images)
             relevance = _start_gradient(logits, labels, config)

@@ -72,13 +72,18 @@ def _budget(session: PruningSession, config: ScheduleConfig, step: float) -> int
 
 
 def _px(session: PruningSession, config: ScheduleConfig) -> None:
-    ranking = session.current.candidates(session.relevance(session.current))
-    # Channels of the unpruned model that are still present, per group, in current order.
-    remaining = {root: list(range(session.current.channels(root))) for root in {c.root for c in ranking}}
-    while (budget := _budget(session, config, config.step)) > 0:
-        position = {
-            root: {channel: index for index, channel in enumerate(kept)} for root, kept in remaining.items()
+    state = session.schedule_state
+    if "px_ranking" not in state:
+        ranking = session.current.candidates(session.relevance(session.current))
+        state["px_ranking"] = [[c.score, c.root, c.channel, c.filters] for c in ranking]
+        # Channels of the unpruned model still present, per group, in their current order.
+        state["px_remaining"] = {
+            root: list(range(session.current.channels(root))) for root in {c.root for c in ranking}
         }
+    ranking = [Candidate(score, root, channel, filters) for score, root, channel, filters in state["px_ranking"]]
+    remaining: dict[str, list[int]] = state["px_remaining"]
+    while (budget := _budget(session, config, config.step)) > 0:
+        position = {root: {channel: index for index, channel in enumerate(kept)} for root, kept in remaining.items()}
         current_order = [
             Candidate(c.score, c.root, position[c.root][c.channel], c.filters)
             for c in ranking

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,9 +48,20 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        return cls(**data)
+
 
 class PruningSession:
     """State shared by the schedules: current model, data, counters, trajectory."""
+
+    original: ModelSize
+    relevance_passes: int
+    evaluations: int
+    trajectory: list[StepRecord]
+    schedule_state: dict[str, Any]  # what a schedule needs to continue (JSON-able)
+    started: float
 
     def __init__(
         self,
@@ -61,7 +73,11 @@ class PruningSession:
         keep_models: bool = False,
         progress: bool = True,
         max_rate: float = 0.9,
+        on_accept: Callable[[PruningSession], None] | None = None,
+        resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
     ) -> None:
+        """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
+        trajectory and schedule state, and ``model`` is its last accepted model."""
         self.current = model
         self.references = references
         self.evaluation = evaluation
@@ -69,17 +85,26 @@ class PruningSession:
         self.relevance_config = relevance_config
         self.keep_models = keep_models
         self.example_input = references[0][:1]
-        self.original: ModelSize = measure_size(model.model, self.example_input)
-        self.relevance_passes = 0
-        self.evaluations = 0
-        self.trajectory: list[StepRecord] = []
+        self.on_accept = on_accept
         self.models: list[nn.Module] = []
-        self.started = time.perf_counter()
-        self._bar = tqdm(
-            total=round(max_rate * 100), unit="%", desc="filter rate", disable=not progress, leave=False
-        )
-        self.reference_harmonic_mean = self.evaluate_references(model.model)
-        self.accept(model, attempts=0)
+        self._bar = tqdm(total=round(max_rate * 100), unit="%", desc="filter rate", disable=not progress, leave=False)
+        if resume is None:
+            self.original = measure_size(model.model, self.example_input)
+            self.relevance_passes = 0
+            self.evaluations = 0
+            self.trajectory = []
+            self.schedule_state = {}
+            self.started = time.perf_counter()
+            self.reference_harmonic_mean = self.evaluate_references(model.model)
+            self.accept(model, attempts=0)
+        else:
+            self.trajectory, self.schedule_state = list(resume[0]), dict(resume[1])
+            first, last = self.trajectory[0], self.trajectory[-1]
+            self.original = ModelSize(filters=first.filters, params=first.params, macs=first.macs)
+            self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations
+            self.started = time.perf_counter() - last.seconds
+            self.reference_harmonic_mean = last.reference_harmonic_mean
+            self._bar.update(round(last.filter_rate * 100))
 
     def relevance(self, model: PrunableModel) -> dict[str, torch.Tensor]:
         self.relevance_passes += 1
@@ -94,9 +119,7 @@ class PruningSession:
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
 
-    def accept(
-        self, model: PrunableModel, attempts: int, attempt_harmonic_means: list[float] | None = None
-    ) -> None:
+    def accept(self, model: PrunableModel, attempts: int, attempt_harmonic_means: list[float] | None = None) -> None:
         """Make ``model`` current and append its record to the trajectory."""
         self.current = model
         size = measure_size(model.model, self.example_input)
@@ -128,6 +151,8 @@ class PruningSession:
             self.models.append(copy.deepcopy(model.model))
         self._bar.update(round(record.filter_rate * 100) - self._bar.n)
         self._bar.set_postfix(H=f"{record.reference_harmonic_mean:.3f}")
+        if self.on_accept is not None:
+            self.on_accept(self)
 
     def close(self) -> None:
         self._bar.close()

@@ -109,9 +109,7 @@ def fashion_task() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor], tuple[
     model.train()
     for _ in range(2):
         for start in range(0, len(images), 128):
-            loss = F.cross_entropy(
-                model(to_model_input(images[start : start + 128], 28)), labels[start : start + 128]
-            )
+            loss = F.cross_entropy(model(to_model_input(images[start : start + 128], 28)), labels[start : start + 128])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -155,9 +153,7 @@ def test_px_and_dpx_trajectories_are_monotone(fashion_task: tuple, method: str) 
 
 def test_sd_dpx_accepts_the_best_of_its_attempts(fashion_task: tuple) -> None:
     result = _run(fashion_task, "sd-dpx", max_excluded=2)
-    assert any(record.attempts > 1 for record in result.trajectory), (
-        "the search never ran: the test proves nothing"
-    )
+    assert any(record.attempts > 1 for record in result.trajectory), "the search never ran: the test proves nothing"
     for record in result.trajectory[1:]:
         assert record.reference_harmonic_mean == pytest.approx(max(record.attempt_harmonic_means))
 
@@ -172,9 +168,7 @@ def test_sd_dpx_without_its_functions_is_dpx(fashion_task: tuple) -> None:
         assert ours.eval_accuracy == theirs.eval_accuracy
 
 
-def test_rejected_trial_leaves_current_model_untouched(
-    fashion_task: tuple, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rejected_trial_leaves_current_model_untouched(fashion_task: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     session_class = trajectory_module.PruningSession
     snapshots: list[dict[str, torch.Tensor]] = []
     checked = []

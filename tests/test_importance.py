@@ -80,9 +80,7 @@ def test_iterative_pruning_refreshes_stale_relevance() -> None:
     group = graph.get_pruning_group(model.layer2[0].conv1, tp.prune_conv_out_channels, idxs=[0, 1])
     importance(group)  # the second step pruned again: this call must see fresh relevance
     assert importance.relevance_passes == 3
-    assert all(
-        len(scores) == model.get_submodule(name).out_channels for name, scores in importance.relevance.items()
-    )
+    assert all(len(scores) == model.get_submodule(name).out_channels for name, scores in importance.relevance.items())
 
 
 def test_stale_relevance_without_references_is_an_error() -> None:

@@ -146,8 +146,7 @@ def _snapshot(model: nn.Module) -> dict[str, object]:
         "grad_flags": [parameter.requires_grad for parameter in model.parameters()],
         "training": model.training,
         "hooks": sum(
-            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-            for m in model.modules()
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
         ),
         "patched": [name for name, m in model.named_modules() if "forward" in m.__dict__],
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],

@@ -1,0 +1,150 @@
+"""The run report: ``report.json`` (everything), ``report.md`` (a human summary) and the accuracy plot."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+import onnxruntime
+import torch
+import torch_pruning
+import zennit
+
+from sddpx_tp import __version__
+from sddpx_tp.checkpoint import atomic_write
+from sddpx_tp.metrics import auc_lowest_class, normalized_auc
+from sddpx_tp.runstore import write_json
+from sddpx_tp.trajectory import StepRecord
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "sddpx_tp": __version__,
+        "torch": torch.__version__,
+        "torch_pruning": getattr(torch_pruning, "__version__", "unknown"),
+        "zennit": getattr(zennit, "__version__", "unknown"),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _aucs(trajectory: list[StepRecord], source: str) -> dict[str, float] | None:
+    rates = [record.filter_rate for record in trajectory]
+    per_class = [getattr(record, f"{source}_accuracy") for record in trajectory]
+    if len(rates) < 2 or any(values is None for values in per_class):
+        return None
+    mean_accuracy = [sum(values) / len(values) for values in per_class]
+    return {"auc": normalized_auc(rates, mean_accuracy), "auc_lowest_class": auc_lowest_class(rates, per_class)}
+
+
+def build_report(
+    trajectory: list[StepRecord],
+    settings: dict[str, Any],
+    classes: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "classes": classes,
+        "environment": environment(),
+        "notes": notes,
+        "auc_reference": _aucs(trajectory, "reference"),
+        "auc_eval": _aucs(trajectory, "eval"),
+        "trajectory": [record.to_dict() for record in trajectory],
+    }
+
+
+def plot_accuracy(trajectory: list[StepRecord], class_labels: list[str], path: Path) -> None:
+    """Per-class accuracy against filter rate: held-out solid (when present), references dashed."""
+    rates = [record.filter_rate for record in trajectory]
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for index, label in enumerate(class_labels):
+        line = axis.plot(rates, [r.reference_accuracy[index] for r in trajectory], "--", alpha=0.6)[0]
+        if trajectory[0].eval_accuracy is not None:
+            axis.plot(rates, [r.eval_accuracy[index] for r in trajectory], "-", color=line.get_color(), label=label)  # type: ignore[index]
+        else:
+            line.set_label(f"{label} (references)")
+    axis.set_xlabel("filter rate (removed filters / original filters)")
+    axis.set_ylabel("per-class accuracy")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower left", fontsize=8)
+    axis.set_title("solid: held-out images, dashed: reference images" if trajectory[0].eval_accuracy else "")
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
+    plt.close(figure)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: str) -> str:
+    trajectory = report["trajectory"]
+    first, last = trajectory[0], trajectory[-1]
+    settings = report["settings"]
+    lines = [
+        f"# sddpx-tp pruning report: {settings['model']}",
+        "",
+        f"Method **{settings['method']}**, classes: {', '.join(class_labels)}, "
+        f"{last['step']} accepted steps in {last['seconds']:.0f} s "
+        f"({last['relevance_passes']} relevance passes, {last['evaluations']} evaluations).",
+        "",
+        "| | before | after | ratio |",
+        "|---|---|---|---|",
+        f"| filters | {first['filters']:,} | {last['filters']:,} | {last['filters'] / first['filters']:.3f} |",
+        f"| params | {first['params']:,} | {last['params']:,} | {last['params_ratio']:.3f} |",
+        f"| MACs | {first['macs']:,} | {last['macs']:,} | {last['macs_ratio']:.3f} |",
+        f"| reference accuracy (H) | {_percent(first['reference_harmonic_mean'])} "
+        f"| {_percent(last['reference_harmonic_mean'])} | |",
+    ]
+    if first["eval_harmonic_mean"] is not None:
+        lines.append(
+            f"| held-out accuracy (H) | {_percent(first['eval_harmonic_mean'])} "
+            f"| {_percent(last['eval_harmonic_mean'])} | |"
+        )
+    source = "eval" if first["eval_accuracy"] is not None else "reference"
+    lines += ["", f"Per-class accuracy ({'held-out' if source == 'eval' else 'reference'} images):", ""]
+    lines += ["| class | before | after |", "|---|---|---|"]
+    for index, label in enumerate(class_labels):
+        lines.append(
+            f"| {label} | {_percent(first[f'{source}_accuracy'][index])} | {_percent(last[f'{source}_accuracy'][index])} |"
+        )
+    aucs = report["auc_eval"] or report["auc_reference"]
+    if aucs:
+        lines += [
+            "",
+            f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
+        ]
+    lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
+    lines += [f"- {note}" for note in report["notes"]]
+    lines += [
+        "",
+        "Rates count every conv's removed output channels against the original model. "
+        "MACs are multiply-accumulates for one image.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    run: Path,
+    trajectory: list[StepRecord],
+    settings: dict[str, Any],
+    classes: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    report = build_report(trajectory, settings, classes, notes)
+    labels = [str(entry["label"]) for entry in classes]
+    plot_accuracy(trajectory, labels, run / "accuracy.png")
+    write_json(run / "report.json", report)
+    markdown = render_markdown(report, labels, "accuracy.png")
+    atomic_write(run / "report.md", lambda temporary: temporary.write_text(markdown))
+    return report
