@@ -28,10 +28,13 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: An
 
 
 class _OneLineErrors(click.Group):
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
-        warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **kwargs: Any
+    ) -> Any:
+        warnings.formatwarning = _one_line_warning
+        kwargs["standalone_mode"] = False  # errors come back here, to be printed as one line
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.ClickException as error:

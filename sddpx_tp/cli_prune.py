@@ -52,9 +52,8 @@ def _spec_with_overrides(spec: ModelSpec, options: dict[str, Any]) -> ModelSpec:
         values = _floats(options[key], f"--{key}")
         if values is not None:
             changes[key] = values
-    if key_std := changes.get("std"):
-        if any(value <= 0 for value in key_std):
-            raise UserError("--std values must be positive")
+    if any(value <= 0 for value in changes.get("std", ())):
+        raise UserError("--std values must be positive")
     if options["labels"]:
         changes["class_names"] = read_labels_file(options["labels"])
     return replace(spec, **changes)
@@ -160,6 +159,9 @@ def prune_command(**options: Any) -> None:
     evaluation = None
     if options["eval_dir"] is not None:
         evaluation = load_image_folder(options["eval_dir"], chosen=references.folders, role="evaluation", **read)
+    for image_set in (references, evaluation):
+        for path, _ in [] if image_set is None else image_set.skipped:
+            click.echo(f"sddpx-tp: warning: skipped unreadable image {path}", err=True)
 
     run = RunDirectory(options["out"])
     run.prepare(force=options["force"], resume=options["resume"])

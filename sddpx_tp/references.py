@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +155,7 @@ def load_image_folder(
             except (UnidentifiedImageError, OSError, ValueError) as error:
                 if strict:
                     raise UserError(f"unreadable image {path}: {error} (drop --strict to skip such files)") from None
-                warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-                skipped.append((path, str(error)))
+                skipped.append((path, str(error)))  # the caller reports these
                 continue
             images.append(transform(image))
             labels.append(index)

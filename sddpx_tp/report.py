@@ -114,9 +114,8 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     lines += ["", f"Per-class accuracy ({'held-out' if source == 'eval' else 'reference'} images):", ""]
     lines += ["| class | before | after |", "|---|---|---|"]
     for index, label in enumerate(class_labels):
-        lines.append(
-            f"| {label} | {_percent(first[f'{source}_accuracy'][index])} | {_percent(last[f'{source}_accuracy'][index])} |"
-        )
+        before, after = first[f"{source}_accuracy"][index], last[f"{source}_accuracy"][index]
+        lines.append(f"| {label} | {_percent(before)} | {_percent(after)} |")
     aucs = report["auc_eval"] or report["auc_reference"]
     if aucs:
         lines += [
