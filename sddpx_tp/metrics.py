@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @torch.no_grad()
@@ -72,10 +72,23 @@ class ModelSize:
     macs: int
 
 
-def measure_size(model: nn.Module, example_input: torch.Tensor) -> ModelSize:
-    """Filters, parameters and multiply-accumulates (MACs, not FLOPs) for one input."""
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on one input.
+
+    Counted by torch's FlopCounterMode on the aten ops actually run (convs, matmuls),
+    so layer subclasses with their own forward are counted too (torch-pruning's
+    counter matches layer types exactly and misses them). One MAC is two FLOPs.
+    """
     was_training = model.training
     model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, example_input[:1])
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(example_input[:1])
     model.train(was_training)
-    return ModelSize(filters=count_filters(model), params=int(params), macs=int(macs))
+    return counter.get_total_flops() // 2
+
+
+def measure_size(model: nn.Module, example_input: torch.Tensor) -> ModelSize:
+    """Filters, parameters and multiply-accumulates (MACs, not FLOPs) for one input."""
+    params = sum(parameter.numel() for parameter in model.parameters())
+    return ModelSize(filters=count_filters(model), params=params, macs=count_macs(model, example_input))

@@ -16,7 +16,7 @@ import sddpx_tp.trajectory as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.checkpoint import load_pruned, save_pruned
 from sddpx_tp.fashion import class_subset, load_split, to_model_input
-from sddpx_tp.metrics import auc_lowest_class, harmonic_mean, normalized_auc
+from sddpx_tp.metrics import auc_lowest_class, count_macs, harmonic_mean, normalized_auc
 
 
 def _efficientnet_lite0() -> nn.Module:
@@ -72,6 +72,18 @@ def test_filter_rate_is_counted_exactly() -> None:
     assert result.trajectory[-1].filters == after
     assert result.trajectory[-1].filter_rate == pytest.approx(1 - after / before, abs=1e-12)
     assert _conv_filters_by_hand(model) == before, "the caller's model must not be pruned"
+
+
+def test_macs_count_convs_and_linears_by_hand() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 8*3*9 MACs at each of 16*16 positions
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),  # depthwise: 8*9 at 8*8 positions
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 5),
+    )
+    by_hand = 8 * 3 * 9 * 16 * 16 + 8 * 9 * 8 * 8 + 8 * 8 * 8 * 5
+    assert count_macs(model, torch.randn(1, 3, 16, 16)) == by_hand
 
 
 def test_metrics_against_hand_computed_values() -> None:
