@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
     parser.add_argument("--methods", nargs="+", default=["px", "dpx", "sd-dpx"])
-    parser.add_argument("--sd-dpx-k", type=int, nargs="+", default=[5], help="K values to run SD-DPX with")
+    parser.add_argument("--sd-dpx-k", type=int, nargs="+", default=[10], help="K values to run SD-DPX with")
     parser.add_argument("--min-step", type=float, default=0.0125)
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--max-rate", type=float, default=0.9)

@@ -93,7 +93,7 @@ def prune(
     ``references`` and ``evaluation`` are ``(images, labels)`` with labels given as
     the model's output indices (e.g. ImageNet class indices). ``schedule_options``
     are the other fields of :class:`ScheduleConfig` (``step``, ``max_excluded``,
-    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``).
+    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``, ``round_to``).
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run.
     """
@@ -111,7 +111,7 @@ def prune(
     start = restrict_to_classes(model, classes) if resume is None else resume.model
     start = start.to(device).eval()
     session = PruningSession(
-        PrunableModel(start, references[0], min_channels=config.min_channels),
+        PrunableModel(start, references[0], min_channels=config.min_channels, round_to=config.round_to),
         references,
         classes=len(classes),
         relevance_config=config.relevance,

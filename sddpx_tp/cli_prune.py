@@ -123,7 +123,7 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option("--method", type=click.Choice(METHODS), default="sd-dpx")
 @click.option("--max-rate", type=float, default=0.9, help="stop at this filter rate, in (0, 1)")
 @click.option("--step", type=float, default=0.05, help="filters removed per step, fraction of the original")
-@click.option("--k", type=int, default=5, help="SD-DPX: candidates a step may skip (change of order)")
+@click.option("--k", type=int, default=10, help="SD-DPX: candidates a step may skip (change of order)")
 @click.option("--min-step", type=float, default=0.0125, help="SD-DPX: smallest step (change of rate)")
 @click.option("--order-change/--no-order-change", default=True, help="SD-DPX ablation switch")
 @click.option("--rate-change/--no-rate-change", default=True, help="SD-DPX ablation switch")

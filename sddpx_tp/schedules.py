@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sddpx_tp.relevance import RelevanceConfig
-from sddpx_tp.surgery import Candidate, PrunableModel
+from sddpx_tp.surgery import Candidate, GroupScores, PrunableModel
 from sddpx_tp.trajectory import PruningSession
 
 Method = Literal["px", "dpx", "sd-dpx"]
@@ -35,9 +35,10 @@ class ScheduleConfig:
     step: float = 0.05  # p in the papers
     order_change: bool = True  # SD-DPX: skip low-relevance filters that hurt H
     rate_change: bool = True  # SD-DPX: halve the step when H drops
-    max_excluded: int = 5  # K: candidates an SD-DPX step may skip before halving
+    max_excluded: int = 10  # K: candidates an SD-DPX step may skip before halving (chosen on seeds 0-4)
     min_step: float = 0.0125  # s_min: the smallest SD-DPX step (p/4: two halvings)
     min_channels: int = 1  # a group never falls below this many channels
+    round_to: int = 1  # keep every group's width a multiple of this (SIMD-friendly widths)
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
 
     def __post_init__(self) -> None:
@@ -53,6 +54,8 @@ class ScheduleConfig:
             raise ValueError(f"min_step must be in (0, step], not {self.min_step}")
         if self.min_channels < 1:
             raise ValueError(f"min_channels must be >= 1, not {self.min_channels}")
+        if self.round_to < 1:
+            raise ValueError(f"round_to must be >= 1, not {self.round_to}")
 
 
 def run_schedule(session: PruningSession, config: ScheduleConfig) -> None:
@@ -73,36 +76,33 @@ def _budget(session: PruningSession, config: ScheduleConfig, step: float) -> int
 
 def _px(session: PruningSession, config: ScheduleConfig) -> None:
     state = session.schedule_state
-    if "px_ranking" not in state:
-        ranking = session.current.candidates(session.relevance(session.current))
-        state["px_ranking"] = [[c.score, c.root, c.channel, c.filters] for c in ranking]
+    if "px_scores" not in state:
+        ranked = session.current.group_scores(session.relevance(session.current))
+        state["px_scores"] = {root: group.scores for root, group in ranked.items()}
+        state["px_filters"] = {root: group.filters_per_channel for root, group in ranked.items()}
         # Channels of the unpruned model still present, per group, in their current order.
-        state["px_remaining"] = {
-            root: list(range(session.current.channels(root))) for root in {c.root for c in ranking}
-        }
-    ranking = [Candidate(score, root, channel, filters) for score, root, channel, filters in state["px_ranking"]]
+        state["px_remaining"] = {root: list(range(len(group.scores))) for root, group in ranked.items()}
     remaining: dict[str, list[int]] = state["px_remaining"]
     while (budget := _budget(session, config, config.step)) > 0:
-        position = {root: {channel: index for index, channel in enumerate(kept)} for root, kept in remaining.items()}
-        current_order = [
-            Candidate(c.score, c.root, position[c.root][c.channel], c.filters)
-            for c in ranking
-            if c.channel in position[c.root]
-        ]
-        chosen = session.current.select(current_order, budget)
+        # The unpruned model's scores, looked up for the channels still present.
+        current = {
+            root: GroupScores(root, [state["px_scores"][root][channel] for channel in kept], state["px_filters"][root])
+            for root, kept in remaining.items()
+        }
+        chosen = session.current.select(session.current.candidates(current), budget)
         if not chosen:
             return
         session.current.remove(chosen)
         for root in {c.root for c in chosen}:
-            gone = {c.channel for c in chosen if c.root == root}
+            gone = {channel for c in chosen if c.root == root for channel in c.channels}
             remaining[root] = [channel for index, channel in enumerate(remaining[root]) if index not in gone]
         session.accept(session.current, attempts=1)
 
 
 def _dpx(session: PruningSession, config: ScheduleConfig) -> None:
     while (budget := _budget(session, config, config.step)) > 0:
-        candidates = session.current.candidates(session.relevance(session.current))
-        chosen = session.current.select(candidates, budget)
+        scores = session.current.group_scores(session.relevance(session.current))
+        chosen = session.current.select(session.current.candidates(scores), budget)
         if not chosen:
             return
         session.current.remove(chosen)
@@ -118,15 +118,16 @@ class _Attempt:
 def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
     best_so_far = session.reference_harmonic_mean
     while _budget(session, config, config.step) > 0:
-        candidates = session.current.candidates(session.relevance(session.current))
+        scores = session.current.group_scores(session.relevance(session.current))
         step = config.step
-        excluded: list[tuple[str, int]] = []
+        excluded: list[Candidate] = []
         best: _Attempt | None = None
         tried: list[float] = []
         while True:
             budget = _budget(session, config, step)
+            skipped = {(c.root, channel) for c in excluded for channel in c.channels}
             trial = session.current.copy()
-            chosen = trial.select(candidates, budget, excluded=set(excluded))
+            chosen = trial.select(trial.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
             trial.remove(chosen)
@@ -137,8 +138,8 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
             if harmonic_mean >= best_so_far:
                 break  # keep going at full pace
             if config.order_change and len(excluded) < config.max_excluded:
-                # `chosen` skips excluded candidates, so its first is the lowest not yet excluded.
-                excluded.append((chosen[0].root, chosen[0].channel))
+                # Candidates come lowest first and skip excluded ones: this is the lowest not yet excluded.
+                excluded.append(chosen[0])
                 continue
             if config.rate_change and step > config.min_step:
                 step = max(config.min_step, step / 2)

@@ -22,26 +22,38 @@ from sddpx_tp.models import classifier_name
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One channel of one group: removing it removes ``filters`` conv filters."""
+class GroupScores:
+    """Relevance of each current channel of one group."""
 
-    score: float
     root: str  # qualified name of the group's root conv
-    channel: int  # index among the root conv's current output channels
-    filters: int
+    scores: list[float]
+    filters_per_channel: int  # convs whose filters go with each channel
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Channels of one group that go together: one channel, or a bundle that keeps widths aligned."""
+
+    score: float  # mean relevance of its channels
+    root: str
+    channels: tuple[int, ...]  # indices among the root conv's current output channels
+    filters: int  # conv filters removed with it
 
 
 class PrunableModel:
     """A model with its dependency graph; removes channels physically.
 
-    ``copy()`` duplicates model and graph together, so a trial step can run on the
-    copy without tracing the model again.
+    ``copy()`` gives an independent model for a trial step (torch-pruning's graph
+    cannot be deep-copied, so the copy traces its own). With ``round_to`` N, every
+    group keeps a multiple of N channels: candidates are bundles of N channels, so
+    steps count and decide in aligned units.
     """
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, min_channels: int = 1) -> None:
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, min_channels: int = 1, round_to: int = 1) -> None:
         self.model = model
         self.example_input = example_input[:2]
         self.min_channels = min_channels
+        self.round_to = round_to
         self.ignored = [model.get_submodule(classifier_name(model))]
         was_training = model.training
         model.eval()
@@ -49,7 +61,7 @@ class PrunableModel:
         model.train(was_training)
 
     def copy(self) -> PrunableModel:
-        return PrunableModel(copy.deepcopy(self.model), self.example_input, self.min_channels)
+        return PrunableModel(copy.deepcopy(self.model), self.example_input, self.min_channels, self.round_to)
 
     def groups(self) -> dict[str, tp.Group]:
         """Every prunable group with full channel indices, by root conv name."""
@@ -59,10 +71,10 @@ class PrunableModel:
             for group in self.graph.get_all_groups(ignored_layers=self.ignored, root_module_types=[nn.Conv2d])
         }
 
-    def candidates(self, relevance: Mapping[str, torch.Tensor]) -> list[Candidate]:
-        """All group channels, lowest relevance first (ties broken by name and index: deterministic)."""
+    def group_scores(self, relevance: Mapping[str, torch.Tensor]) -> dict[str, GroupScores]:
+        """Each group's per-channel relevance (sum over its member convs' filters)."""
         importance = LRPImportance(self.model, relevance=relevance)
-        found: list[Candidate] = []
+        found = {}
         for root, group in self.groups().items():
             scores = importance(group)
             if scores is None:
@@ -73,42 +85,56 @@ class PrunableModel:
                 if isinstance(item.dep.target.module, nn.Conv2d)
                 and getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
             )
-            found.extend(
-                Candidate(score=float(score), root=root, channel=index, filters=filters)
-                for index, score in enumerate(scores.tolist())
-            )
-        found.sort(key=lambda candidate: (candidate.score, candidate.root, candidate.channel))
+            found[root] = GroupScores(root, scores.tolist(), filters)
         return found
+
+    def candidates(
+        self, group_scores: Mapping[str, GroupScores], excluded: Collection[tuple[str, int]] = ()
+    ) -> list[Candidate]:
+        """Bundles of channels, lowest mean relevance first; ``excluded`` channels are never offered.
+
+        Within a group, channels are taken lowest first; the first bundle brings the
+        width to a multiple of ``round_to`` and each later one removes ``round_to``
+        more, down to the floor a group keeps. Means of successive bundles of a group
+        never decrease, so the global order takes each group's bundles in turn.
+        """
+        floor = max(self.min_channels, self.round_to)
+        found = []
+        for root, group in group_scores.items():
+            order = sorted(
+                range(len(group.scores)), key=lambda index: ((root, index) in excluded, group.scores[index], index)
+            )
+            width = len(order)
+            position, bundle_index = 0, 0
+            size = width % self.round_to or self.round_to
+            while width - position - size >= floor:
+                channels = tuple(order[position : position + size])
+                if any((root, channel) in excluded for channel in channels):
+                    break
+                mean = sum(group.scores[channel] for channel in channels) / size
+                found.append((mean, root, bundle_index, channels, group.filters_per_channel * size))
+                position, bundle_index, size = position + size, bundle_index + 1, self.round_to
+        found.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
+        return [Candidate(mean, root, channels, filters) for mean, root, _, channels, filters in found]
 
     def channels(self, root: str) -> int:
         module = self.model.get_submodule(root)
         assert isinstance(module, nn.Conv2d)
         return module.out_channels
 
-    def select(
-        self,
-        candidates: Iterable[Candidate],
-        filter_budget: int,
-        excluded: Collection[tuple[str, int]] = (),
-    ) -> list[Candidate]:
-        """The lowest candidates worth ``filter_budget`` filters, skipping ``excluded`` ones.
+    @staticmethod
+    def select(candidates: Iterable[Candidate], filter_budget: int) -> list[Candidate]:
+        """The lowest candidates worth ``filter_budget`` filters.
 
-        A group keeps at least ``min_channels`` channels. The last candidate may
-        overshoot the budget by its group's width; the filter rate is always
+        The last one may overshoot the budget by its size; the filter rate is always
         counted on the model afterwards, never assumed.
         """
         chosen: list[Candidate] = []
-        taken: dict[str, int] = {}
         removed_filters = 0
         for candidate in candidates:
             if removed_filters >= filter_budget:
                 break
-            if (candidate.root, candidate.channel) in excluded:
-                continue
-            if self.channels(candidate.root) - taken.get(candidate.root, 0) <= self.min_channels:
-                continue
             chosen.append(candidate)
-            taken[candidate.root] = taken.get(candidate.root, 0) + 1
             removed_filters += candidate.filters
         return chosen
 
@@ -116,7 +142,7 @@ class PrunableModel:
         """Physically remove the chosen channels (groups are disjoint: indices stay valid)."""
         by_root: dict[str, list[int]] = {}
         for candidate in chosen:
-            by_root.setdefault(candidate.root, []).append(candidate.channel)
+            by_root.setdefault(candidate.root, []).extend(candidate.channels)
         for root, channels in by_root.items():
             module = self.model.get_submodule(root)
             pruner = self.graph.get_pruner_of_module(module)

@@ -74,6 +74,16 @@ def test_filter_rate_is_counted_exactly() -> None:
     assert _conv_filters_by_hand(model) == before, "the caller's model must not be pruned"
 
 
+@pytest.mark.parametrize("method", ["px", "dpx", "sd-dpx"])
+def test_round_to_keeps_every_width_aligned(method: str) -> None:
+    model = calibrate_batch_norms(models.mobilenet_v2(num_classes=10))
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([2, 5] * 3)
+    result = prune(model, (images, labels), [2, 5], method=method, max_rate=0.4, step=0.2, round_to=8, progress=False)
+    assert result.trajectory[-1].filter_rate > 0.3
+    widths = [m.out_channels for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(width % 8 == 0 for width in widths), widths
+
+
 def test_macs_count_convs_and_linears_by_hand() -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),  # 8*3*9 MACs at each of 16*16 positions
