@@ -39,6 +39,14 @@ def _widths(model: nn.Module) -> dict[str, dict[str, int]]:
     return widths
 
 
+def publish(temporary: Path | str, path: Path) -> None:
+    """Move a finished temporary file into place, with the permissions a plain ``open`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates files readable by their owner only
+    os.replace(temporary, path)
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(temporary_path)`` then move the result into place: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +54,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(Path(temporary))
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -39,7 +39,8 @@ class _OneLineErrors(click.Group):
             sys.exit(done.exit_code)
         except click.ClickException as error:
             click.echo(f"sddpx-tp: error: {error.format_message()}", err=True)
-            sys.exit(EXIT_USAGE)
+            # Usage errors are 2; a command's own exceptions may carry a documented code (export: 3).
+            sys.exit(EXIT_USAGE if error.exit_code == 1 else error.exit_code)
         except UserError as error:
             click.echo(f"sddpx-tp: error: {error}", err=True)
             sys.exit(EXIT_USAGE)
@@ -59,9 +60,11 @@ def main() -> None:
 
 def _register() -> None:
     # Verbs live in their own modules; importing them here keeps `sddpx-tp --help` complete.
+    from sddpx_tp.cli_export import bench_command, export_command
     from sddpx_tp.cli_prune import prune_command
 
-    main.add_command(prune_command)
+    for command in (prune_command, export_command, bench_command):
+        main.add_command(command)
 
 
 _register()

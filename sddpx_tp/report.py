@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
             f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
         ]
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
+    lines += _export_section(report.get("export"))
+    lines += _benchmark_section(report.get("benchmark"))
     lines += [f"- {note}" for note in report["notes"]]
     lines += [
         "",
@@ -131,6 +134,50 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _export_section(export: dict[str, Any] | None) -> list[str]:
+    if not export:
+        return []
+    lines = ["## ONNX export", "", "| file | size | params | MACs | parity: max abs diff | top-1 agreement |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for facts in export.values():
+        macs = f"{facts['macs']:,}" if facts.get("macs") else "n/a"
+        parity = facts["parity"]
+        lines.append(
+            f"| {Path(facts['path']).name} | {facts['file_bytes'] / 1e6:.2f} MB | {facts['params']:,} | {macs} "
+            f"| {parity['max_abs_diff']:.2g} | {parity['top1_agreement']:.3f} |"
+        )
+    return [*lines, ""]
+
+
+def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:
+    if not benchmark:
+        return []
+    from sddpx_tp.export.bench import markdown_table
+
+    machine = benchmark["environment"]
+    return [
+        "## Latency (median of interleaved runs)",
+        "",
+        f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}, {machine['cpu']}.",
+        "",
+        markdown_table(benchmark["latency"], benchmark["speedups"]),
+        "",
+    ]
+
+
+def refresh_run_report(run: Path) -> None:
+    """Fold the run's export.json and bench.json into report.json and report.md."""
+    report_path = run / "report.json"
+    report = json.loads(report_path.read_text())
+    for key, name in (("export", "export.json"), ("benchmark", "bench.json")):
+        if (run / name).is_file():
+            report[key] = json.loads((run / name).read_text())
+    write_json(report_path, report)
+    labels = [str(entry["label"]) for entry in report["classes"]]
+    markdown = render_markdown(report, labels, "accuracy.png")
+    atomic_write(run / "report.md", lambda temporary: temporary.write_text(markdown))
 
 
 def write_report(

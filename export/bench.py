@@ -1,0 +1,221 @@
+"""Latency and size benchmarks: ONNX Runtime (CPU, and CUDA where present) and eager torch.
+
+Candidates are timed *interleaved* — one run of each in turn, the order alternating
+every round — so drift on a shared machine (another job, thermal limits) hits all
+of them alike; the figures to quote are the medians and the ratios between them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from sddpx_tp.errors import UserError
+from sddpx_tp.export.onnx import read_metadata
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    batch_sizes: Sequence[int] = (1, 32)
+    threads: Sequence[int] = (1, 2)
+    warmup: int = 3
+    runs: int = 20
+    providers: Sequence[str] = ("cpu",)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "available_providers": ort.get_available_providers(),
+    }
+
+
+def _percentiles(seconds: list[float], batch: int) -> dict[str, float]:
+    values = np.asarray(seconds) * 1000
+    p50 = float(np.percentile(values, 50))
+    return {
+        "p50_ms": p50,
+        "p90_ms": float(np.percentile(values, 90)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+        "throughput_per_s": batch / (p50 / 1000),
+        "runs": len(seconds),
+    }
+
+
+def _interleaved(runners: Mapping[str, Callable[[], object]], warmup: int, runs: int) -> dict[str, list[float]]:
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner()
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    labels = list(runners)
+    for round_index in range(runs):
+        for label in labels if round_index % 2 == 0 else reversed(labels):
+            start = time.perf_counter()
+            runners[label]()
+            times[label].append(time.perf_counter() - start)
+    return times
+
+
+def onnx_input_shape(path: Path) -> tuple[int, int, int]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4 or not all(isinstance(size, int) for size in shape[1:]):
+        raise UserError(f"{path}: expected an image input [batch, channels, height, width], found {shape}")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])
+
+
+def check_providers(providers: Sequence[str]) -> list[str]:
+    """The requested providers that exist here; unknown names are errors, missing CUDA is skipped."""
+    usable = []
+    for provider in providers:
+        if provider not in PROVIDERS:
+            raise UserError(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
+        if PROVIDERS[provider] in ort.get_available_providers():
+            usable.append(provider)
+    return usable
+
+
+def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict[str, Any]]:
+    """Latency of every model, per provider, thread count and batch size (interleaved)."""
+    shapes = {label: onnx_input_shape(path) for label, path in models.items()}
+    if len(set(shapes.values())) > 1:
+        raise UserError(f"the models take different inputs and cannot be compared: {shapes}")
+    channels, height, width = next(iter(shapes.values()))
+    rows = []
+    for provider in check_providers(settings.providers):
+        for threads in settings.threads:
+            sessions = {label: _session(path, provider, threads) for label, path in models.items()}
+            for batch in settings.batch_sizes:
+                data = np.random.default_rng(0).standard_normal((batch, channels, height, width), dtype=np.float32)
+                runners = {
+                    label: (lambda s=session, d=data: s.run(None, {s.get_inputs()[0].name: d}))
+                    for label, session in sessions.items()
+                }
+                for label, seconds in _interleaved(runners, settings.warmup, settings.runs).items():
+                    rows.append({"engine": "onnxruntime", "provider": provider, "threads": threads, "batch": batch,
+                                 "model": label, **_percentiles(seconds, batch)})  # fmt: skip
+    return rows
+
+
+def _torch_runner(model: nn.Module, data: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.inference_mode():
+            return model(data)
+
+    return run
+
+
+def bench_torch(
+    models: Mapping[str, nn.Module], input_shape: tuple[int, int, int], settings: BenchSettings
+) -> list[dict[str, Any]]:
+    """The same measurement for eager torch on the CPU, so users see what ONNX gained."""
+    rows = []
+    previous_threads = torch.get_num_threads()
+    try:
+        for threads in settings.threads:
+            torch.set_num_threads(threads)
+            for batch in settings.batch_sizes:
+                data = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+
+                runners = {label: _torch_runner(model.eval(), data) for label, model in models.items()}
+                for label, seconds in _interleaved(runners, settings.warmup, settings.runs).items():
+                    rows.append({"engine": "torch", "provider": "cpu", "threads": threads, "batch": batch,
+                                 "model": label, **_percentiles(seconds, batch)})  # fmt: skip
+    finally:
+        torch.set_num_threads(previous_threads)
+    return rows
+
+
+def model_facts(path: Path) -> dict[str, Any]:
+    metadata = read_metadata(path)
+    return {
+        "path": str(path),
+        "file_bytes": path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data")),
+        "params": int(metadata["params"]) if "params" in metadata else None,
+        "macs": int(metadata["macs"]) if "macs" in metadata else None,
+        "opset": metadata.get("opset"),
+    }
+
+
+def speedups(rows: list[dict[str, Any]], facts: Mapping[str, dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """Per configuration: candidate speedup over the baseline, and its ratio to the MACs reduction."""
+    by_config: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["engine"], row["provider"], row["threads"], row["batch"])
+        by_config.setdefault(key, {})[row["model"]] = row
+    result = []
+    for (engine, provider, threads, batch), by_model in by_config.items():
+        if baseline not in by_model:
+            continue
+        for label, row in by_model.items():
+            if label == baseline:
+                continue
+            speedup = by_model[baseline]["p50_ms"] / row["p50_ms"]
+            macs, base_macs = facts.get(label, {}).get("macs"), facts.get(baseline, {}).get("macs")
+            reduction = base_macs / macs if macs and base_macs else None
+            result.append(
+                {
+                    "engine": engine,
+                    "provider": provider,
+                    "threads": threads,
+                    "batch": batch,
+                    "model": label,
+                    "speedup": speedup,
+                    "macs_reduction": reduction,
+                    "speedup_over_macs_reduction": None if reduction is None else speedup / reduction,
+                }
+            )
+    return result
+
+
+def markdown_table(rows: list[dict[str, Any]], gains: list[dict[str, Any]]) -> str:
+    gain = {(g["engine"], g["provider"], g["threads"], g["batch"], g["model"]): g for g in gains}
+    lines = [
+        "| engine | provider | threads | batch | model | p50 ms | p90 ms | p99 ms | images/s | speedup "
+        "| / MACs reduction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        g = gain.get((row["engine"], row["provider"], row["threads"], row["batch"], row["model"]))
+        speed = f"{g['speedup']:.2f}x" if g else ""
+        ratio = f"{g['speedup_over_macs_reduction']:.2f}" if g and g["speedup_over_macs_reduction"] else ""
+        lines.append(
+            f"| {row['engine']} | {row['provider']} | {row['threads']} | {row['batch']} | {row['model']} "
+            f"| {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | {row['throughput_per_s']:.1f} "
+            f"| {speed} | {ratio} |"
+        )
+    return "\n".join(lines)
