@@ -1,9 +1,10 @@
-# The two commands of the README. Each sets up its own environment on a fresh machine.
+# The README's two commands. Each sets up everything it needs on a fresh machine.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: test lint install
+.PHONY: demo test lint install data
 
 $(BIN)/sddpx-tp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +14,20 @@ $(BIN)/sddpx-tp: pyproject.toml
 
 install: $(BIN)/sddpx-tp
 
+# Fashion-MNIST from Debian (offline-friendly); skipped where apt is missing (the demo then downloads it).
+data:
+	@if [ ! -f $(FASHION) ] && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: install data
+	$(BIN)/sddpx-tp demo --force
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+test: install data lint
 	$(BIN)/pytest -q

@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["px", "dpx", "sd-dpx"])
     parser.add_argument("--sd-dpx-k", type=int, nargs="+", default=[10], help="K values to run SD-DPX with")
     parser.add_argument("--min-step", type=float, default=0.0125)
+    parser.add_argument("--round-to", type=int, default=1, help="keep group widths multiples of this")
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--max-rate", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("results/fashion_methods.json"))
@@ -105,12 +106,16 @@ def main() -> None:
     document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     done = {(run["label"], run["seed"]) for run in document["runs"]}
     plan = []
+    aligned = {} if args.round_to == 1 else {"round_to": args.round_to}
+    suffix = "" if args.round_to == 1 else f" round_to={args.round_to}"
     for method in args.methods:
         if method == "sd-dpx":
             for k in args.sd_dpx_k:
-                plan.append((f"sd-dpx K={k}", method, {"max_excluded": k, "min_step": args.min_step}))
+                plan.append(
+                    (f"sd-dpx K={k}{suffix}", method, {"max_excluded": k, "min_step": args.min_step, **aligned})
+                )
         else:
-            plan.append((method, method, {}))
+            plan.append((method + suffix, method, aligned))
     for seed in args.seeds:
         for label, method, options in plan:
             if (label, seed) in done:

@@ -62,8 +62,10 @@ def _register() -> None:
     # Verbs live in their own modules; importing them here keeps `sddpx-tp --help` complete.
     from sddpx_tp.cli_export import bench_command, export_command
     from sddpx_tp.cli_prune import prune_command
+    from sddpx_tp.cli_report import report_command
+    from sddpx_tp.demo import demo_command
 
-    for command in (prune_command, export_command, bench_command):
+    for command in (demo_command, prune_command, export_command, bench_command, report_command):
         main.add_command(command)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import click
 import torch
 from torch import nn
 
-from sddpx_tp.checkpoint import load_pruned
-from sddpx_tp.cli_prune import fresh_architecture
 from sddpx_tp.errors import UserError
 from sddpx_tp.export.bench import (
     BenchSettings,
@@ -27,47 +24,15 @@ from sddpx_tp.export.bench import (
 )
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, ParityError, export_onnx
 from sddpx_tp.metrics import count_macs
-from sddpx_tp.models import restrict_to_classes
-from sddpx_tp.references import load_image_folder
-from sddpx_tp.registry import ModelSpec, available_models, create_model
+from sddpx_tp.registry import create_model
 from sddpx_tp.report import refresh_run_report
-from sddpx_tp.runstore import write_json
+from sddpx_tp.runstore import baseline_model, finished_settings, pruned_model, reference_images, write_json
 
 EXIT_PARITY = 3  # documented in the README: the export ran, but ONNX Runtime disagrees with torch
 
 
 class ParityFailed(click.ClickException):
     exit_code = EXIT_PARITY
-
-
-def _run_settings(run: Path) -> dict[str, Any]:
-    state = run / "state.json"
-    if not state.is_file():
-        raise UserError(f"{run} is not an sddpx-tp run folder (no state.json); pass a folder made by 'sddpx-tp prune'")
-    if not (run / "model.pt").is_file():
-        raise UserError(
-            f"run {run} has no pruned model yet (interrupted?): finish it with 'sddpx-tp prune ... --resume'"
-        )
-    return dict(json.loads(state.read_text())["settings"])
-
-
-def _run_spec(settings: dict[str, Any]) -> ModelSpec:
-    spec = ModelSpec(settings["model"])
-    if settings["model"] in available_models():
-        spec = create_model(settings["model"], num_classes=settings["num_classes"], random_init=True)[1]
-    size = settings["input"]
-    return replace(
-        spec, input_size=size["size"], resize_size=size["resize"], mean=tuple(size["mean"]), std=tuple(size["std"])
-    )
-
-
-def _parity_images(settings: dict[str, Any], spec: ModelSpec, outputs: int) -> torch.Tensor:
-    refs = Path(settings["refs_dir"])
-    if refs.is_dir():
-        chosen, per_class = settings["class_folders"], settings["per_class"]
-        return load_image_folder(refs, spec, outputs, chosen=chosen, per_class=per_class, seed=settings["seed"]).images
-    click.echo(f"sddpx-tp: warning: reference folder {refs} is gone; checking parity on random inputs", err=True)
-    return torch.randn(16, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
 
 
 def _export_one(model: nn.Module, images: torch.Tensor, path: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -107,15 +72,15 @@ def export_command(run: Path | None, **options: Any) -> None:
         raise UserError("give either a RUN folder or --model NAME (not both)")
     results: dict[str, Any] = {}
     if run is not None:
-        settings = _run_settings(run)
-        spec = _run_spec(settings)
-        architecture = restrict_to_classes(fresh_architecture(settings), settings["classes"])
-        pruned = load_pruned(run / "model.pt", architecture)
-        images = _parity_images(settings, spec, outputs=settings.get("num_classes") or 1000)
+        settings = finished_settings(run)
+        pruned = pruned_model(run, settings)
+        images = reference_images(settings)
         target = Path(options["onnx_path"]) if options["onnx_path"] else run / "model.onnx"
         results["model"] = _export_one(pruned, images, target, options)
         if options["baseline"]:
-            results["baseline"] = _export_one(_baseline(settings), images, target.with_name("baseline.onnx"), options)
+            results["baseline"] = _export_one(
+                baseline_model(settings), images, target.with_name("baseline.onnx"), options
+            )
         write_json(run / "export.json", results)
         refresh_run_report(run)
     else:
@@ -131,13 +96,6 @@ def export_command(run: Path | None, **options: Any) -> None:
         f"{label}: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['params']:,} params), parity max abs "
         f"{facts['parity']['max_abs_diff']:.2g}, top-1 agreement {facts['parity']['top1_agreement']:.3f}"
         for label, facts in r.items()))  # fmt: skip
-
-
-def _baseline(settings: dict[str, Any]) -> nn.Module:
-    """The run's unpruned model, restricted to the same classes: the fair comparison."""
-    weights = None if settings["weights"] is None else Path(settings["weights"])
-    original, _ = create_model(settings["model"], weights, settings["num_classes"], settings["random_init"])
-    return restrict_to_classes(original, settings["classes"])
 
 
 def _report(results: dict[str, Any], as_json: bool, render: Any) -> None:
@@ -179,11 +137,10 @@ def bench_command(target: Path, **options: Any) -> None:
     facts = {label: model_facts(path) for label, path in models.items()}
     rows = bench_onnx(models, settings)
     if run is not None and options["with_torch"]:
-        run_settings = _run_settings(run)
-        architecture = restrict_to_classes(fresh_architecture(run_settings), run_settings["classes"])
-        torch_models = {"pruned": load_pruned(run / "model.pt", architecture)}
+        run_settings = finished_settings(run)
+        torch_models = {"pruned": pruned_model(run, run_settings)}
         if "baseline" in models:
-            torch_models["baseline"] = _baseline(run_settings)
+            torch_models["baseline"] = baseline_model(run_settings)
         rows += bench_torch(torch_models, onnx_input_shape(candidate), settings)
     gains = speedups(rows, facts, "baseline") if "baseline" in models else []
     result = {"environment": environment(), "settings": settings.__dict__, "models": facts, "latency": rows,

@@ -21,7 +21,7 @@ from sddpx_tp.references import ImageSet, load_image_folder, read_labels_file
 from sddpx_tp.registry import ModelSpec, available_models, create_model
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.report import write_report
-from sddpx_tp.runstore import RunDirectory
+from sddpx_tp.runstore import RunDirectory, fresh_architecture
 from sddpx_tp.schedules import METHODS, ScheduleConfig
 from sddpx_tp.trajectory import PruningSession
 
@@ -69,6 +69,7 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
             rate_change=options["rate_change"],
             max_excluded=options["k"],
             min_step=min(options["min_step"], options["step"]),
+            round_to=options["round_to"],
             relevance=RelevanceConfig(
                 composite=options["composite"],
                 aggregation=options["aggregation"],
@@ -125,6 +126,7 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option("--step", type=float, default=0.05, help="filters removed per step, fraction of the original")
 @click.option("--k", type=int, default=10, help="SD-DPX: candidates a step may skip (change of order)")
 @click.option("--min-step", type=float, default=0.0125, help="SD-DPX: smallest step (change of rate)")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, help="keep conv widths multiples of N (faster ONNX)")
 @click.option("--order-change/--no-order-change", default=True, help="SD-DPX ablation switch")
 @click.option("--rate-change/--no-rate-change", default=True, help="SD-DPX ablation switch")
 @click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default="epsilon_plus_flat")
@@ -207,6 +209,7 @@ def prune_command(**options: Any) -> None:
             rate_change=config.rate_change,
             max_excluded=config.max_excluded,
             min_step=config.min_step,
+            round_to=config.round_to,
         )
     except KeyboardInterrupt:
         log.info("interrupted")
@@ -219,13 +222,6 @@ def prune_command(**options: Any) -> None:
         click.echo(json.dumps(summary))
     else:
         _print_summary(summary)
-
-
-def fresh_architecture(settings: dict[str, Any]) -> torch.nn.Module:
-    """An unpruned instance of the run's architecture, to load pruned weights into."""
-    if settings["model"] in available_models():
-        return create_model(settings["model"], num_classes=settings["num_classes"], random_init=True)[0]
-    return create_model(settings["model"])[0]  # the user's model file
 
 
 def _count_outputs(model: torch.nn.Module, spec: ModelSpec) -> int:

@@ -126,6 +126,9 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
     lines += _export_section(report.get("export"))
     lines += _benchmark_section(report.get("benchmark"))
+    if report.get("latency_curve"):
+        lines += ["## Accuracy and latency against filter rate", "",
+                  "![accuracy and ONNX Runtime latency against filter rate](accuracy_latency.png)", ""]  # fmt: skip
     lines += [f"- {note}" for note in report["notes"]]
     lines += [
         "",
@@ -171,7 +174,7 @@ def refresh_run_report(run: Path) -> None:
     """Fold the run's export.json and bench.json into report.json and report.md."""
     report_path = run / "report.json"
     report = json.loads(report_path.read_text())
-    for key, name in (("export", "export.json"), ("benchmark", "bench.json")):
+    for key, name in (("export", "export.json"), ("benchmark", "bench.json"), ("latency_curve", "latency_curve.json")):
         if (run / name).is_file():
             report[key] = json.loads((run / name).read_text())
     write_json(report_path, report)

@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import click
+import torch
 from torch import nn
 
 from sddpx_tp.api import ResumePoint
 from sddpx_tp.checkpoint import atomic_write, load_pruned, save_pruned
 from sddpx_tp.errors import UserError
+from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.references import load_image_folder, read_labels_file
+from sddpx_tp.registry import ModelSpec, available_models, create_model
 from sddpx_tp.trajectory import PruningSession, StepRecord
 
 STATE = "state.json"
@@ -93,3 +99,60 @@ class RunDirectory:
 
     def step_models(self) -> list[Path]:
         return sorted((self.path / "steps").glob("step-*.pt"))
+
+
+def finished_settings(run: Path) -> dict[str, Any]:
+    """The settings of a finished run (one with a pruned model)."""
+    state = run / STATE
+    if not state.is_file():
+        raise UserError(f"{run} is not an sddpx-tp run folder (no {STATE}); pass a folder made by 'sddpx-tp prune'")
+    if not (run / "model.pt").is_file():
+        raise UserError(
+            f"run {run} has no pruned model yet (interrupted?): finish it with 'sddpx-tp prune ... --resume'"
+        )
+    return dict(json.loads(state.read_text())["settings"])
+
+
+def fresh_architecture(settings: dict[str, Any]) -> nn.Module:
+    """An unpruned instance of the run's architecture, to load pruned weights into."""
+    if settings["model"] in available_models():
+        return create_model(settings["model"], num_classes=settings["num_classes"], random_init=True)[0]
+    return create_model(settings["model"])[0]  # the user's model file
+
+
+def pruned_model(run: Path, settings: dict[str, Any], path: Path | None = None) -> nn.Module:
+    """The run's pruned model (or a kept step model at ``path``), rebuilt from the safe format."""
+    architecture = restrict_to_classes(fresh_architecture(settings), settings["classes"])
+    return load_pruned(path or run / "model.pt", architecture)
+
+
+def baseline_model(settings: dict[str, Any]) -> nn.Module:
+    """The run's unpruned model, restricted to the same classes: the fair comparison."""
+    weights = None if settings["weights"] is None else Path(settings["weights"])
+    original, _ = create_model(settings["model"], weights, settings["num_classes"], settings["random_init"])
+    return restrict_to_classes(original, settings["classes"])
+
+
+def run_spec(settings: dict[str, Any]) -> ModelSpec:
+    """The preprocessing the run used."""
+    spec = ModelSpec(settings["model"])
+    if settings["model"] in available_models():
+        spec = create_model(settings["model"], num_classes=settings["num_classes"], random_init=True)[1]
+    if settings.get("labels"):
+        spec = replace(spec, class_names=read_labels_file(Path(settings["labels"])))
+    size = settings["input"]
+    return replace(
+        spec, input_size=size["size"], resize_size=size["resize"], mean=tuple(size["mean"]), std=tuple(size["std"])
+    )
+
+
+def reference_images(settings: dict[str, Any]) -> torch.Tensor:
+    """The run's reference images, preprocessed as during pruning (random ones if the folder is gone)."""
+    spec = run_spec(settings)
+    refs = Path(settings["refs_dir"])
+    if refs.is_dir():
+        chosen, per_class = settings["class_folders"], settings["per_class"]
+        outputs = settings.get("num_classes") or 1000
+        return load_image_folder(refs, spec, outputs, chosen=chosen, per_class=per_class, seed=settings["seed"]).images
+    click.echo(f"sddpx-tp: warning: reference folder {refs} is gone; using random inputs", err=True)
+    return torch.randn(16, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))

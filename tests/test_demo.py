@@ -1,0 +1,44 @@
+"""The README's first command, end to end, in fast mode (a tiny source model trained for seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sddpx_tp.cli import main
+
+
+def test_demo_runs_end_to_end_and_reuses_its_cache(tmp_path: Path) -> None:
+    out, cache = tmp_path / "demo", tmp_path / "cache"
+    args = ["demo", "--fast", "--out", str(out), "--cache-dir", str(cache), "--json"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert "training the source model" in first.stderr
+    assert sorted(summary["classes"]) == ["Shirt", "T-shirt-top"]  # folders are read in name order
+    assert summary["params"][1] < summary["params"][0] and summary["onnx_bytes"][1] < summary["onnx_bytes"][0]
+    assert len(summary["held_out_accuracy"][0]) == 2
+    for name in ("report.md", "accuracy.png", "model.onnx", "baseline.onnx", "bench.json"):
+        assert (out / "run" / name).is_file(), name
+    assert len(list((out / "refs" / "Shirt").glob("*.png"))) == 30
+    report = (out / "run" / "report.md").read_text()
+    assert "## ONNX export" in report and "## Latency" in report
+
+    cached = next(cache.iterdir())
+    stamp = cached.stat().st_mtime_ns
+    second = CliRunner().invoke(main, [*args, "--force"])
+    assert second.exit_code == 0, second.stderr
+    assert "training the source model" not in second.stderr
+    assert cached.stat().st_mtime_ns == stamp
+
+
+def test_demo_refuses_unknown_classes_and_existing_output(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--fast", "--classes", "Shirt,Hat", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "unknown Fashion-MNIST class 'Hat'" in result.stderr
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mine.txt").write_text("keep")
+    result = CliRunner().invoke(main, ["demo", "--fast", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert (tmp_path / "d" / "mine.txt").read_text() == "keep"
