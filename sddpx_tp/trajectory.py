@@ -113,8 +113,7 @@ class PruningSession:
     def evaluate_references(self, model: nn.Module) -> float:
         """H on the reference images; every call counts as one evaluation."""
         self.evaluations += 1
-        self._last_reference_accuracy = per_class_accuracy(model, *self.references, self.classes)
-        return harmonic_mean(self._last_reference_accuracy)
+        return harmonic_mean(per_class_accuracy(model, *self.references, self.classes))
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
