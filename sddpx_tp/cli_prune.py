@@ -126,7 +126,9 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option("--step", type=float, default=0.05, help="filters removed per step, fraction of the original")
 @click.option("--k", type=int, default=10, help="SD-DPX: candidates a step may skip (change of order)")
 @click.option("--min-step", type=float, default=0.0125, help="SD-DPX: smallest step (change of rate)")
-@click.option("--round-to", type=click.IntRange(min=1), default=16, help="keep conv widths multiples of N (1: the papers)")
+@click.option(
+    "--round-to", type=click.IntRange(min=1), default=16, help="keep conv widths multiples of N (1: the papers)"
+)
 @click.option("--order-change/--no-order-change", default=True, help="SD-DPX ablation switch")
 @click.option("--rate-change/--no-rate-change", default=True, help="SD-DPX ablation switch")
 @click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default="epsilon_plus_flat")

@@ -148,7 +148,7 @@ class PruningSession:
         self.trajectory.append(record)
         if self.keep_models:
             self.models.append(copy.deepcopy(model.model))
-        self._bar.update(round(record.filter_rate * 100) - self._bar.n)
+        self._bar.update(min(round(record.filter_rate * 100), self._bar.total) - self._bar.n)
         self._bar.set_postfix(H=f"{record.reference_harmonic_mean:.3f}")
         if self.on_accept is not None:
             self.on_accept(self)
