@@ -173,3 +173,28 @@ def test_export_and_bench_bad_input(args: list[str], expected: str, tmp_path: Pa
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_report_plots_latency_against_rate_from_kept_models(tmp_path: Path) -> None:
+    from test_cli_prune import _args, _write_class_folders
+
+    _write_class_folders(tmp_path / "refs", {0: 4, 6: 4}, offset=0)
+    weights = tmp_path / "weights.pt"
+    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
+    run = tmp_path / "run"
+    data = {"refs": tmp_path / "refs", "weights": weights}
+    pruned = CliRunner().invoke(main, [*_args(data, run), "--max-rate", "0.5", "--step", "0.25", "--keep-models"])
+    assert pruned.exit_code == 0, pruned.stderr
+    assert len(list((run / "steps").glob("step-*.pt"))) == 3  # the unpruned model and two steps
+
+    result = CliRunner().invoke(main, ["report", str(run), "--latency", "--runs", "3"])
+    assert result.exit_code == 0, result.stderr
+    curve = json.loads((run / "latency_curve.json").read_text())
+    assert sorted(row["step"] for row in curve) == [0, 1, 2]
+    assert (run / "accuracy_latency.png").is_file()
+    assert "accuracy_latency.png" in (run / "report.md").read_text()
+
+
+def test_report_latency_needs_kept_models(finished_run: Path) -> None:
+    result = CliRunner().invoke(main, ["report", str(finished_run), "--latency"])
+    assert result.exit_code == 2 and "--keep-models" in result.stderr
