@@ -27,7 +27,8 @@ from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
 
-CACHE = Path("results/cache/fashion_resnet18_32px.pt")
+def cache_path(architecture: str) -> Path:
+    return Path(f"results/cache/fashion_{architecture}_32px.pt")
 
 
 def task_classes(seed: int, count: int = 2) -> list[int]:
@@ -36,9 +37,15 @@ def task_classes(seed: int, count: int = 2) -> list[int]:
 
 
 def run_task(
-    model: torch.nn.Module, seed: int, method: str, options: dict[str, Any], per_class: int, max_rate: float
+    model: torch.nn.Module,
+    seed: int,
+    method: str,
+    options: dict[str, Any],
+    per_class: int,
+    max_rate: float,
+    class_count: int = 2,
 ) -> dict[str, Any]:
-    classes = task_classes(seed)
+    classes = task_classes(seed, class_count)
     train_images, train_labels = load_split("train")
     test_images, test_labels = load_split("test")
     references = class_subset(train_images, train_labels, classes, per_class, seed)
@@ -97,18 +104,24 @@ def main() -> None:
     parser.add_argument("--sd-dpx-k", type=int, nargs="+", default=[10], help="K values to run SD-DPX with")
     parser.add_argument("--min-step", type=float, default=0.0125)
     parser.add_argument("--round-to", type=int, default=1, help="keep group widths multiples of this")
+    parser.add_argument("--classes", type=int, default=2, help="classes per task")
+    parser.add_argument("--architecture", choices=["resnet18", "mobilenet_v2"], default="resnet18")
+    parser.add_argument("--ablation", action="store_true", help="SD-DPX with only the change of rate, too")
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--max-rate", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("results/fashion_methods.json"))
     args = parser.parse_args()
 
-    model = cached_source_model(CACHE)
+    model = cached_source_model(cache_path(args.architecture), architecture=args.architecture)
     document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     done = {(run["label"], run["seed"]) for run in document["runs"]}
     plan = []
     aligned = {} if args.round_to == 1 else {"round_to": args.round_to}
     suffix = "" if args.round_to == 1 else f" round_to={args.round_to}"
     for method in args.methods:
+        if method == "sd-dpx" and args.ablation:
+            rate_only = {"min_step": args.min_step, "order_change": False, **aligned}
+            plan.append((f"dpx + rate change{suffix}", method, rate_only))
         if method == "sd-dpx":
             for k in args.sd_dpx_k:
                 plan.append(
@@ -120,7 +133,7 @@ def main() -> None:
         for label, method, options in plan:
             if (label, seed) in done:
                 continue
-            run = run_task(model, seed, method, options, args.per_class, args.max_rate)
+            run = run_task(model, seed, method, options, args.per_class, args.max_rate, args.classes)
             run["label"] = label
             document["runs"].append(run)
             document["summary"] = summarise(document["runs"])

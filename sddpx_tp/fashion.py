@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models import mobilenet_v2, resnet18
 from tqdm.auto import tqdm
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -76,8 +76,11 @@ def to_model_input(images: torch.Tensor, size: int = 32) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
-def source_model(classes: int = 10) -> nn.Module:
-    return resnet18(num_classes=classes)
+SOURCE_ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+
+
+def source_model(architecture: str = "resnet18", classes: int = 10) -> nn.Module:
+    return SOURCE_ARCHITECTURES[architecture](num_classes=classes)
 
 
 def train_source_model(
@@ -88,14 +91,15 @@ def train_source_model(
     limit: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    architecture: str = "resnet18",
 ) -> nn.Module:
-    """A resnet18 trained on all 10 classes (AdamW, one-cycle); ``limit`` trains on fewer images."""
+    """A source model trained on all 10 classes (AdamW, one-cycle); ``limit`` trains on fewer images."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     images, labels = load_split("train")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    model = source_model()
+    model = source_model(architecture)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=5e-4)
     batches_per_epoch = (len(images) + batch_size - 1) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -123,7 +127,7 @@ def train_source_model(
 
 def cached_source_model(cache: Path, **training: object) -> nn.Module:
     """Load the source model from ``cache`` (a state_dict file), training and saving it first if absent."""
-    model = source_model()
+    model = source_model(str(training.get("architecture", "resnet18")))
     if cache.exists():
         model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
         return model.eval()
