@@ -27,6 +27,7 @@ from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
 
+
 def cache_path(architecture: str) -> Path:
     return Path(f"results/cache/fashion_{architecture}_32px.pt")
 
