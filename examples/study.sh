@@ -24,3 +24,4 @@ mkdir -p results/study
 for file in results/fashion_methods_round16.json results/study/*.json; do
     python benchmarks/plot_methods.py "$file" --out "${file%.json}.png" --title "$(basename "${file%.json}")"
 done
+python benchmarks/plot_study.py --out results/study/summary.png

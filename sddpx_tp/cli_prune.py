@@ -70,6 +70,7 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
             max_excluded=options["k"],
             min_step=min(options["min_step"], options["step"]),
             round_to=options["round_to"],
+            compensate=options["compensate"],
             relevance=RelevanceConfig(
                 composite=options["composite"],
                 aggregation=options["aggregation"],
@@ -129,6 +130,7 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option(
     "--round-to", type=click.IntRange(min=1), default=16, help="keep conv widths multiples of N (1: the papers)"
 )
+@click.option("--compensate/--no-compensate", default=False, help="fold removed channels' mean into their consumers")
 @click.option("--order-change/--no-order-change", default=True, help="SD-DPX ablation switch")
 @click.option("--rate-change/--no-rate-change", default=True, help="SD-DPX ablation switch")
 @click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default="epsilon_plus_flat")
@@ -212,6 +214,7 @@ def prune_command(**options: Any) -> None:
             max_excluded=config.max_excluded,
             min_step=config.min_step,
             round_to=config.round_to,
+            compensate=config.compensate,
         )
     except KeyboardInterrupt:
         log.info("interrupted")

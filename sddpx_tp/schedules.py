@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sddpx_tp.compensation import InputMeans, input_channel_means
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.surgery import Candidate, GroupScores, PrunableModel
 from sddpx_tp.trajectory import PruningSession
@@ -39,6 +40,7 @@ class ScheduleConfig:
     min_step: float = 0.0125  # s_min: the smallest SD-DPX step (p/4: two halvings)
     min_channels: int = 1  # a group never falls below this many channels
     round_to: int = 1  # keep every group's width a multiple of this (SIMD-friendly widths)
+    compensate: bool = False  # fold removed channels' mean contribution into their consumers
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
 
     def __post_init__(self) -> None:
@@ -74,6 +76,11 @@ def _budget(session: PruningSession, config: ScheduleConfig, step: float) -> int
     return min(round(step * session.original.filters), limit)
 
 
+def _input_means(session: PruningSession, config: ScheduleConfig) -> InputMeans | None:
+    """Mean inputs of the current model's layers on the references, when compensation is on."""
+    return input_channel_means(session.current.model, session.references[0]) if config.compensate else None
+
+
 def _px(session: PruningSession, config: ScheduleConfig) -> None:
     state = session.schedule_state
     if "px_scores" not in state:
@@ -92,7 +99,7 @@ def _px(session: PruningSession, config: ScheduleConfig) -> None:
         chosen = session.current.select(session.current.candidates(current), budget)
         if not chosen:
             return
-        session.current.remove(chosen)
+        session.current.remove(chosen, _input_means(session, config))
         for root in {c.root for c in chosen}:
             gone = {channel for c in chosen if c.root == root for channel in c.channels}
             remaining[root] = [channel for index, channel in enumerate(remaining[root]) if index not in gone]
@@ -105,7 +112,7 @@ def _dpx(session: PruningSession, config: ScheduleConfig) -> None:
         chosen = session.current.select(session.current.candidates(scores), budget)
         if not chosen:
             return
-        session.current.remove(chosen)
+        session.current.remove(chosen, _input_means(session, config))
         session.accept(session.current, attempts=1)
 
 
@@ -119,6 +126,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
     best_so_far = session.reference_harmonic_mean
     while _budget(session, config, config.step) > 0:
         scores = session.current.group_scores(session.relevance(session.current))
+        means = _input_means(session, config)  # one forward serves every trial of this step
         step = config.step
         excluded: list[Candidate] = []
         best: _Attempt | None = None
@@ -130,7 +138,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
             chosen = trial.select(trial.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
-            trial.remove(chosen)
+            trial.remove(chosen, means)
             harmonic_mean = session.evaluate_references(trial.model)
             tried.append(harmonic_mean)
             if best is None or harmonic_mean > best.harmonic_mean:

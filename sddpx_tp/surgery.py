@@ -17,6 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from sddpx_tp.compensation import InputMeans, compensate
 from sddpx_tp.importance import LRPImportance
 from sddpx_tp.models import classifier_name
 
@@ -138,12 +139,28 @@ class PrunableModel:
             removed_filters += candidate.filters
         return chosen
 
-    def remove(self, chosen: Iterable[Candidate]) -> None:
-        """Physically remove the chosen channels (groups are disjoint: indices stay valid)."""
+    def remove(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> None:
+        """Physically remove the chosen channels (groups are disjoint: indices stay valid).
+
+        With ``input_means`` (see :mod:`sddpx_tp.compensation`), the layers that consumed
+        the removed channels first absorb their mean contribution.
+        """
         by_root: dict[str, list[int]] = {}
         for candidate in chosen:
             by_root.setdefault(candidate.root, []).extend(candidate.channels)
+        names = {module: name for name, module in self.model.named_modules()}
+        groups = []
+        removed_inputs: dict[str, list[int]] = {}
         for root, channels in by_root.items():
             module = self.model.get_submodule(root)
             pruner = self.graph.get_pruner_of_module(module)
-            self.graph.get_pruning_group(module, pruner.prune_out_channels, sorted(channels)).prune()
+            group = self.graph.get_pruning_group(module, pruner.prune_out_channels, sorted(channels))
+            groups.append(group)
+            for item in group:
+                consumer = item.dep.target.module
+                if consumer in names and getattr(item.dep.handler, "__name__", "") == "prune_in_channels":
+                    removed_inputs.setdefault(names[consumer], []).extend(int(index) for index in item.idxs)
+        if input_means is not None:
+            compensate(self.model, removed_inputs, input_means)
+        for group in groups:
+            group.prune()
