@@ -71,10 +71,6 @@ def save_pruned(model: nn.Module, path: Path, metadata: dict[str, Any] | None = 
     atomic_write(Path(path), lambda temporary: torch.save(payload, temporary))
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    return dict(_read(path)["metadata"])
-
-
 def _read(path: Path) -> dict[str, Any]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

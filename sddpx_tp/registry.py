@@ -177,9 +177,3 @@ def create_model(
             raise UserError("--weights and --random-init apply to registry models, not to a model file")
         return _user_model(path).eval(), ModelSpec(path.stem)
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(available_models())} or give a model file")
-
-
-def rebuild_architecture(spec_name: str, num_classes: int | None) -> nn.Module:
-    """A fresh, randomly initialised instance of a registry architecture (to load pruned weights into)."""
-    model, _ = create_model(spec_name, num_classes=num_classes, random_init=True)
-    return model
