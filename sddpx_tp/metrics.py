@@ -60,6 +60,25 @@ def auc_lowest_class(rates: Sequence[float], per_class: Sequence[Sequence[float]
     return normalized_auc(rates, [min(accuracies) for accuracies in per_class])
 
 
+def highest_rate_kept(
+    rates: Sequence[float], per_class: Sequence[Sequence[float]], mean_kept: float = 0.95, class_kept: float = 0.9
+) -> float:
+    """The highest filter rate up to which the trajectory keeps ``mean_kept`` of the first point's mean
+    accuracy and every class keeps ``class_kept`` of its own (issue 8's goal); points are taken in rate order."""
+    order = sorted(range(len(rates)), key=lambda index: rates[index])
+    start = per_class[order[0]]
+    start_mean = sum(start) / len(start)
+    kept = rates[order[0]]
+    for index in order:
+        accuracy = per_class[index]
+        if sum(accuracy) / len(accuracy) < mean_kept * start_mean:
+            break
+        if any(value < class_kept * first for value, first in zip(accuracy, start, strict=True)):
+            break
+        kept = rates[index]
+    return kept
+
+
 def count_filters(model: nn.Module) -> int:
     """Output channels summed over every Conv2d: the unit of the filter rate."""
     return sum(module.out_channels for module in model.modules() if isinstance(module, nn.Conv2d))

@@ -8,8 +8,15 @@
   per-class reference accuracy does not drop. Otherwise it skips the lowest
   candidates one at a time (change of pruning order, up to K), then halves the
   step (change of pruning rate, down to ``min_step``), and finally takes the best
-  of its attempts. Trial steps work on copies: a rejected one never touches the
-  current model.
+  of its attempts. A rejected trial never changes the current model: trials run on
+  the current model with the removed channels masked (restored afterwards), or, as
+  in the paper, on pruned copies.
+
+Options beyond the paper (issue 8), each off unless set: ``class_floor`` (a trial
+passes only if every class keeps that fraction of its unpruned reference accuracy,
+so one class cannot quietly collapse while H looks fine), ``patience`` (give up
+skipping candidates at a step size after that many skips that did not improve on
+the best trial), ``compensate`` (see :mod:`sddpx_tp.compensation`) and ``round_to``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sddpx_tp.compensation import InputMeans, input_channel_means
+from sddpx_tp.metrics import harmonic_mean
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.surgery import Candidate, GroupScores, PrunableModel
 from sddpx_tp.trajectory import PruningSession
@@ -41,6 +49,9 @@ class ScheduleConfig:
     min_channels: int = 1  # a group never falls below this many channels
     round_to: int = 1  # keep every group's width a multiple of this (SIMD-friendly widths)
     compensate: bool = False  # fold removed channels' mean contribution into their consumers
+    class_floor: float = 0.0  # SD-DPX: every class keeps this fraction of its unpruned reference accuracy
+    patience: int = 0  # SD-DPX: skips without improvement before halving the step (0: up to K)
+    masked_trials: bool = True  # SD-DPX: trials mask channels in place instead of pruning a copy
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
 
     def __post_init__(self) -> None:
@@ -56,6 +67,10 @@ class ScheduleConfig:
             raise ValueError(f"min_step must be in (0, step], not {self.min_step}")
         if self.min_channels < 1:
             raise ValueError(f"min_channels must be >= 1, not {self.min_channels}")
+        if not 0 <= self.class_floor <= 1:
+            raise ValueError(f"class_floor must be in [0, 1], not {self.class_floor}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, not {self.patience}")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, not {self.round_to}")
 
@@ -118,11 +133,24 @@ def _dpx(session: PruningSession, config: ScheduleConfig) -> None:
 
 @dataclass
 class _Attempt:
-    model: PrunableModel
-    harmonic_mean: float
+    chosen: list[Candidate]
+    rank: tuple[bool, float]  # (every class above its floor, H): the best attempt is the largest
+    model: PrunableModel | None  # the pruned copy, when trials are not masked
+
+
+def _try(session: PruningSession, config: ScheduleConfig, chosen: list[Candidate], means: InputMeans | None
+         ) -> tuple[list[float], PrunableModel | None]:  # fmt: skip
+    """Per-class reference accuracy of the current model without ``chosen`` (and the pruned copy, if made)."""
+    if config.masked_trials:
+        with session.current.masked(chosen, means) as model:
+            return session.evaluate_classes(model), None
+    trial = session.current.copy()
+    trial.remove(chosen, means)
+    return session.evaluate_classes(trial.model), trial
 
 
 def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
+    floors = [config.class_floor * accuracy for accuracy in session.trajectory[0].reference_accuracy]
     best_so_far = session.reference_harmonic_mean
     while _budget(session, config, config.step) > 0:
         scores = session.current.group_scores(session.relevance(session.current))
@@ -131,30 +159,38 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
         excluded: list[Candidate] = []
         best: _Attempt | None = None
         tried: list[float] = []
+        fruitless = 0  # skips in a row that did not beat the best attempt
         while True:
             budget = _budget(session, config, step)
             skipped = {(c.root, channel) for c in excluded for channel in c.channels}
-            trial = session.current.copy()
-            chosen = trial.select(trial.candidates(scores, excluded=skipped), budget)
+            chosen = session.current.select(session.current.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
-            trial.remove(chosen, means)
-            harmonic_mean = session.evaluate_references(trial.model)
-            tried.append(harmonic_mean)
-            if best is None or harmonic_mean > best.harmonic_mean:
-                best = _Attempt(trial, harmonic_mean)
-            if harmonic_mean >= best_so_far:
+            accuracy, trial = _try(session, config, chosen, means)
+            harmonic_mean_ = harmonic_mean(accuracy)
+            tried.append(harmonic_mean_)
+            guarded = all(value >= floor for value, floor in zip(accuracy, floors, strict=True))
+            rank = (guarded, harmonic_mean_)
+            improved = best is None or rank > best.rank
+            fruitless = 0 if improved else fruitless + 1
+            if improved:
+                best = _Attempt(chosen, rank, trial)
+            if guarded and harmonic_mean_ >= best_so_far:
                 break  # keep going at full pace
-            if config.order_change and len(excluded) < config.max_excluded:
+            gave_up = config.patience > 0 and fruitless >= config.patience
+            if config.order_change and len(excluded) < config.max_excluded and not gave_up:
                 # Candidates come lowest first and skip excluded ones: this is the lowest not yet excluded.
                 excluded.append(chosen[0])
                 continue
             if config.rate_change and step > config.min_step:
                 step = max(config.min_step, step / 2)
-                excluded = []
+                excluded, fruitless = [], 0
                 continue
             break  # best of the attempts
         if best is None:
             return
+        if best.model is None:  # masked trials: prune the current model itself
+            session.current.remove(best.chosen, means)
+            best.model = session.current
         session.accept(best.model, attempts=len(tried), attempt_harmonic_means=tried)
         best_so_far = session.reference_harmonic_mean

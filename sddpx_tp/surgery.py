@@ -10,7 +10,8 @@ emptying a group and never touching the classifier's outputs.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -139,12 +140,8 @@ class PrunableModel:
             removed_filters += candidate.filters
         return chosen
 
-    def remove(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> None:
-        """Physically remove the chosen channels (groups are disjoint: indices stay valid).
-
-        With ``input_means`` (see :mod:`sddpx_tp.compensation`), the layers that consumed
-        the removed channels first absorb their mean contribution.
-        """
+    def _plan(self, chosen: Iterable[Candidate]) -> tuple[list[tp.Group], dict[str, list[int]]]:
+        """torch-pruning groups that remove ``chosen``, and each consumer layer's input channels they take."""
         by_root: dict[str, list[int]] = {}
         for candidate in chosen:
             by_root.setdefault(candidate.root, []).extend(candidate.channels)
@@ -160,7 +157,55 @@ class PrunableModel:
                 consumer = item.dep.target.module
                 if consumer in names and getattr(item.dep.handler, "__name__", "") == "prune_in_channels":
                     removed_inputs.setdefault(names[consumer], []).extend(int(index) for index in item.idxs)
+        return groups, removed_inputs
+
+    def remove(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> None:
+        """Physically remove the chosen channels (groups are disjoint: indices stay valid).
+
+        With ``input_means`` (see :mod:`sddpx_tp.compensation`), the layers that consumed
+        the removed channels first absorb their mean contribution.
+        """
+        groups, removed_inputs = self._plan(chosen)
         if input_means is not None:
             compensate(self.model, removed_inputs, input_means)
         for group in groups:
             group.prune()
+
+    @contextmanager
+    def masked(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> Iterator[nn.Module]:
+        """The model as if ``chosen`` were removed, without copying it; restored exactly on exit.
+
+        Every removed channel ends in consumers (full convs, the classifier) that read it
+        through their input weights; zeroing those weight columns gives the outputs of
+        the physically pruned model (same sums, fewer zero terms) at the cost of one
+        in-place edit, where a pruned copy costs a deep copy and a new dependency graph.
+        Grouped convs are skipped: their inputs are their own (also removed) outputs.
+        """
+        _, removed_inputs = self._plan(chosen)
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (tensor, its original values)
+        with torch.no_grad():
+            for module in self.model.modules():
+                if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+                    saved.append((module.running_mean, module.running_mean.clone()))  # compensation may move it
+            masked_columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            for name, channels in removed_inputs.items():
+                consumer = self.model.get_submodule(name)
+                if not isinstance(consumer, (nn.Conv2d, nn.Linear)) or getattr(consumer, "groups", 1) != 1:
+                    continue
+                if isinstance(consumer.bias, torch.Tensor):
+                    saved.append((consumer.bias, consumer.bias.clone()))
+                weight = consumer.weight
+                index = torch.as_tensor(sorted(set(channels)), dtype=torch.long, device=weight.device)
+                masked_columns.append((weight, index, weight[:, index].clone()))
+            if input_means is not None:
+                compensate(self.model, removed_inputs, input_means)  # before zeroing: it reads those weights
+            for weight, index, _ in masked_columns:
+                weight[:, index] = 0
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for weight, index, columns in masked_columns:
+                    weight[:, index] = columns
+                for tensor, values in saved:
+                    tensor.copy_(values)

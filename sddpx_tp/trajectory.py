@@ -44,6 +44,7 @@ class StepRecord:
     evaluations: int  # cumulative reference evaluations (trial models included)
     attempts: int  # models tried for this step
     attempt_harmonic_means: list[float]  # reference H of each model tried (SD-DPX), in order
+    evaluation_seconds: float = 0.0  # part of ``seconds`` spent on the held-out images (not the method's cost)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +63,7 @@ class PruningSession:
     trajectory: list[StepRecord]
     schedule_state: dict[str, Any]  # what a schedule needs to continue (JSON-able)
     started: float
+    evaluation_seconds: float  # cumulative time measuring the held-out images
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class PruningSession:
             self.trajectory = []
             self.schedule_state = {}
             self.started = time.perf_counter()
+            self.evaluation_seconds = 0.0
             self.reference_harmonic_mean = self.evaluate_references(model.model)
             self.accept(model, attempts=0)
         else:
@@ -103,6 +106,7 @@ class PruningSession:
             self.original = ModelSize(filters=first.filters, params=first.params, macs=first.macs)
             self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations
             self.started = time.perf_counter() - last.seconds
+            self.evaluation_seconds = last.evaluation_seconds
             self.reference_harmonic_mean = last.reference_harmonic_mean
             self._bar.update(round(last.filter_rate * 100))
 
@@ -112,8 +116,12 @@ class PruningSession:
 
     def evaluate_references(self, model: nn.Module) -> float:
         """H on the reference images; every call counts as one evaluation."""
+        return harmonic_mean(self.evaluate_classes(model))
+
+    def evaluate_classes(self, model: nn.Module) -> list[float]:
+        """Per-class accuracy on the reference images; every call counts as one evaluation."""
         self.evaluations += 1
-        return harmonic_mean(per_class_accuracy(model, *self.references, self.classes))
+        return per_class_accuracy(model, *self.references, self.classes)
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
@@ -126,7 +134,9 @@ class PruningSession:
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
         eval_accuracy = None
         if self.evaluation is not None:
+            evaluation_started = time.perf_counter()
             eval_accuracy = per_class_accuracy(model.model, *self.evaluation, self.classes)
+            self.evaluation_seconds += time.perf_counter() - evaluation_started
         record = StepRecord(
             step=len(self.trajectory),
             filter_rate=1 - size.filters / self.original.filters,
@@ -144,6 +154,7 @@ class PruningSession:
             evaluations=self.evaluations,
             attempts=attempts,
             attempt_harmonic_means=attempt_harmonic_means or [],
+            evaluation_seconds=self.evaluation_seconds,
         )
         self.trajectory.append(record)
         if self.keep_models:

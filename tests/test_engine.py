@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
@@ -15,8 +14,7 @@ from torchvision import models
 import sddpx_tp.trajectory as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.checkpoint import load_pruned, save_pruned
-from sddpx_tp.fashion import class_subset, load_split, to_model_input
-from sddpx_tp.metrics import auc_lowest_class, count_macs, harmonic_mean, normalized_auc
+from sddpx_tp.metrics import auc_lowest_class, count_macs, harmonic_mean, highest_rate_kept, normalized_auc
 
 
 def _efficientnet_lite0() -> nn.Module:
@@ -101,49 +99,10 @@ def test_metrics_against_hand_computed_values() -> None:
     assert harmonic_mean([0.9, 0.0]) == 0.0
     assert normalized_auc([0.0, 0.5, 1.0], [1.0, 1.0, 0.0]) == pytest.approx(0.75)
     assert auc_lowest_class([0.0, 1.0], [[1.0, 0.5], [0.0, 1.0]]) == pytest.approx(0.25)
-
-
-class _SmallNet(nn.Sequential):
-    def __init__(self) -> None:
-        def block(inputs: int, outputs: int) -> list[nn.Module]:
-            return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
-
-        super().__init__(
-            *block(3, 16),
-            nn.MaxPool2d(2),
-            *block(16, 32),
-            nn.MaxPool2d(2),
-            *block(32, 48),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(48, 10),
-        )
-
-
-@pytest.fixture(scope="module")
-def fashion_task() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """A small CNN trained for seconds on real Fashion-MNIST; T-shirt vs Shirt references."""
-    torch.manual_seed(0)
-    images, labels = load_split("train")
-    images, labels = images[:12000], labels[:12000]
-    model = _SmallNet()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(2):
-        for start in range(0, len(images), 128):
-            loss = F.cross_entropy(model(to_model_input(images[start : start + 128], 28)), labels[start : start + 128])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    reference_images, reference_labels = class_subset(images, labels, [0, 6], per_class=30, seed=1)
-    test_images, test_labels = load_split("test")
-    held_out = class_subset(test_images, test_labels, [0, 6], per_class=200, seed=2)
-    return (
-        model,
-        (to_model_input(reference_images, 28), reference_labels),
-        (to_model_input(held_out[0], 28), held_out[1]),
-    )
+    # Start mean 0.9: 0.95 of it is 0.855; class floors 0.9 * (1.0, 0.8) = (0.9, 0.72).
+    per_class = [[1.0, 0.8], [0.95, 0.8], [0.98, 0.74], [0.99, 0.71], [1.0, 0.8]]
+    assert highest_rate_kept([0.0, 0.2, 0.4, 0.6, 0.8], per_class) == 0.4  # 0.6: class 2 below its floor
+    assert highest_rate_kept([0.0, 0.2, 0.4], [[1.0, 0.8], [0.9, 0.7], [1.0, 0.8]], class_kept=0.5) == 0.0  # mean
 
 
 def _run(task: tuple, method: str, max_rate: float = 0.8, **options: object) -> PruneResult:
@@ -194,21 +153,21 @@ def test_rejected_trial_leaves_current_model_untouched(fashion_task: tuple, monk
     session_class = trajectory_module.PruningSession
     snapshots: list[dict[str, torch.Tensor]] = []
     checked = []
-    original_accept, original_evaluate = session_class.accept, session_class.evaluate_references
+    original_accept, original_evaluate = session_class.accept, session_class.evaluate_classes
 
     def accept(self, model, *args, **kwargs):  # type: ignore[no-untyped-def]
         original_accept(self, model, *args, **kwargs)
         snapshots.append({key: value.clone() for key, value in self.current.model.state_dict().items()})
 
-    def evaluate_references(self, model):  # type: ignore[no-untyped-def]
+    def evaluate_classes(self, model):  # type: ignore[no-untyped-def]
         if snapshots and model is not self.current.model:  # a trial: the current model must be as accepted
             state = self.current.model.state_dict()
             checked.append(all(torch.equal(state[key], value) for key, value in snapshots[-1].items()))
         return original_evaluate(self, model)
 
     monkeypatch.setattr(session_class, "accept", accept)
-    monkeypatch.setattr(session_class, "evaluate_references", evaluate_references)
-    result = _run(fashion_task, "sd-dpx", max_excluded=2)
+    monkeypatch.setattr(session_class, "evaluate_classes", evaluate_classes)
+    result = _run(fashion_task, "sd-dpx", max_excluded=2, masked_trials=False)  # trials on pruned copies
     rejected = sum(record.attempts - 1 for record in result.trajectory[1:])
     assert rejected > 0, "no trial was rejected: the test proves nothing"
     assert checked and all(checked)

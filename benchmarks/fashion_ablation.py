@@ -1,0 +1,119 @@
+"""Issue 8's ablation: DPX, SD-DPX as in the paper, and each option beyond it alone and combined.
+
+    python benchmarks/fashion_ablation.py --seeds 0 1 2 3 4 --configs tuning --out results/ablation_tune.json
+    python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --out results/ablation_resnet18.json
+    python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --architecture mobilenet_v2 \
+        --out results/ablation_mobilenet_v2.json
+
+Same tasks as benchmarks/fashion_methods.py (2 classes, 30 references per class,
+held-out = all test images of the pair, to filter rate 0.9). Reports AUC, AUC of
+the lowest class, the highest filter rate keeping 95 % of the held-out accuracy
+with no class below 90 % of its own, method wall time (without measuring the
+held-out images, which the method never sees), relevance passes and evaluations.
+Resumable: runs already in the output file are skipped. Run it alone: wall times
+are compared inside one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from fashion_methods import cache_path, run_task
+
+from sddpx_tp.checkpoint import atomic_write
+from sddpx_tp.fashion import cached_source_model
+
+PAPER = {"masked_trials": False}  # SD-DPX as published: K=10, single filters, trials on pruned copies
+COMBINED = {"compensate": True, "class_floor": 0.9, "patience": 2, "round_to": 16}
+CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "main": {
+        "dpx": ("dpx", {}),
+        "dpx + round_to 16": ("dpx", {"round_to": 16}),
+        "sd-dpx (paper)": ("sd-dpx", PAPER),
+        "sd-dpx + masked trials": ("sd-dpx", {}),
+        "sd-dpx + masked + patience 2": ("sd-dpx", {"patience": 2}),
+        "sd-dpx + compensation": ("sd-dpx", {**PAPER, "compensate": True}),
+        "sd-dpx + class floor 0.9": ("sd-dpx", {**PAPER, "class_floor": 0.9}),
+        "sd-dpx + round_to 16": ("sd-dpx", {**PAPER, "round_to": 16}),
+        "dpx + compensation": ("dpx", {"compensate": True}),
+        "sd-dpx + all": ("sd-dpx", COMBINED),
+    },
+    "tuning": {
+        "dpx": ("dpx", {}),
+        "dpx + compensation": ("dpx", {"compensate": True}),
+        "sd-dpx round_to 16": ("sd-dpx", {"round_to": 16}),
+        "sd-dpx round_to 16 + compensation": ("sd-dpx", {"round_to": 16, "compensate": True}),
+        "sd-dpx round_to 16 + floor 0.8": ("sd-dpx", {"round_to": 16, "class_floor": 0.8}),
+        "sd-dpx round_to 16 + floor 0.9": ("sd-dpx", {"round_to": 16, "class_floor": 0.9}),
+        "sd-dpx round_to 16 + floor 0.95": ("sd-dpx", {"round_to": 16, "class_floor": 0.95}),
+        "sd-dpx round_to 16 + patience 1": ("sd-dpx", {"round_to": 16, "patience": 1}),
+        "sd-dpx round_to 16 + patience 2": ("sd-dpx", {"round_to": 16, "patience": 2}),
+        "sd-dpx round_to 16 + patience 4": ("sd-dpx", {"round_to": 16, "patience": 4}),
+    },
+}
+REPORTED = ("auc", "auc_lowest_class", "highest_rate_kept", "method_seconds", "relevance_passes", "evaluations")
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_label.setdefault(run["label"], []).append(run)
+    summary: dict[str, Any] = {}
+    for label, group in by_label.items():
+        summary[label] = {"tasks": len(group)}
+        summary[label].update({f"{key}_mean": statistics.fmean(run[key] for run in group) for key in REPORTED})
+        summary[label]["highest_rate_kept_median"] = statistics.median(run["highest_rate_kept"] for run in group)
+        # Cost relative to DPX on the same task (ratios of medians would hide which task is slow).
+        dpx = {run["seed"]: run["method_seconds"] for run in runs if run["label"] == "dpx"}
+        ratios = [run["method_seconds"] / dpx[run["seed"]] for run in group if run["seed"] in dpx]
+        summary[label]["seconds_vs_dpx_median"] = statistics.median(ratios) if ratios else None
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
+    parser.add_argument("--configs", choices=sorted(CONFIGS), default="main")
+    parser.add_argument("--only", nargs="+", help="run only these labels of the chosen configs")
+    parser.add_argument("--architecture", choices=["resnet18", "mobilenet_v2"], default="resnet18")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=Path("results/ablation_resnet18.json"))
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model = cached_source_model(cache_path(args.architecture), architecture=args.architecture)
+    document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    done = {(run["label"], run["seed"]) for run in document["runs"]}
+    plan = {label: config for label, config in CONFIGS[args.configs].items() if not args.only or label in args.only}
+    for seed in args.seeds:
+        for label, (method, options) in plan.items():
+            if (label, seed) in done:
+                continue
+            run = run_task(model, seed, method, options, per_class=30, max_rate=0.9)
+            run["label"] = label
+            document["runs"].append(run)
+            document["summary"] = summarise(document["runs"])
+            document["environment"] = {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "architecture": args.architecture,
+            }
+            atomic_write(args.out, lambda path: path.write_text(json.dumps(document, indent=1)))
+            print(
+                f"seed {seed} {label:>34}: AUC {run['auc']:.3f}  lowest {run['auc_lowest_class']:.3f}  "
+                f"kept to {run['highest_rate_kept']:.2f}  {run['method_seconds']:.1f}s  "
+                f"passes {run['relevance_passes']}  evals {run['evaluations']}",
+                flush=True,
+            )
+    print(json.dumps(document["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
