@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.progressive import finetune
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.schedules import Method, ScheduleConfig, run_schedule
 from sddpx_tp.surgery import PrunableModel
+from sddpx_tp.training import TrainingConfig
 from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
 
 
@@ -86,9 +88,11 @@ def prune(
     device: str | torch.device = "cpu",
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
+    training: LabelledImages | None = None,
+    training_config: TrainingConfig | None = None,
     **schedule_options: Any,
 ) -> PruneResult:
-    """Prune ``model`` for ``classes`` using reference images, without fine-tuning.
+    """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
 
     ``references`` and ``evaluation`` are ``(images, labels)`` with labels given as
     the model's output indices (e.g. ImageNet class indices). ``schedule_options``
@@ -96,7 +100,16 @@ def prune(
     ``min_step``, ``order_change``, ``rate_change``, ``min_channels``, ``round_to``).
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run.
+
+    ``training`` (same form as ``references``) is for the methods that retrain:
+    ``method="progressive"`` and ``training_config.finetune_epochs`` > 0 after the
+    others; ``training_config`` holds epochs, learning rate, batch size, optimizer.
     """
+    training_config = training_config or TrainingConfig()
+    if training is None and (method == "progressive" or training_config.finetune_epochs > 0):
+        raise ValueError("progressive retraining and fine-tuning need training images (training=...)")
+    if method == "progressive" and training_config.finetune_epochs > 0:
+        raise ValueError("finetune_epochs is for px/dpx/sd-dpx: progressive retraining retrains as it goes")
     config = ScheduleConfig(
         method=method,
         max_rate=max_rate,
@@ -108,6 +121,8 @@ def prune(
     references = _on_device(_to_class_positions(references, classes, "reference"), device)
     if evaluation is not None:
         evaluation = _on_device(_to_class_positions(evaluation, classes, "evaluation"), device)
+    if training is not None:
+        training = _on_device(_to_class_positions(training, classes, "training"), device)
     start = restrict_to_classes(model, classes) if resume is None else resume.model
     start = start.to(device).eval()
     session = PruningSession(
@@ -121,13 +136,19 @@ def prune(
         max_rate=max_rate,
         on_accept=on_accept,
         resume=None if resume is None else (resume.trajectory, resume.schedule_state),
+        training=training,
+        training_config=training_config,
     )
     try:
         run_schedule(session, config)
+        if training_config.finetune_epochs > 0 and session.trajectory[-1].phase != "finetuned":
+            finetune(session, seed=seed)
     finally:
         session.close()
     settings = dataclasses.asdict(config)
     settings["seed"] = seed
+    if training is not None:
+        settings["training"] = dataclasses.asdict(training_config)
     return PruneResult(
         model=session.current.model,
         trajectory=session.trajectory,

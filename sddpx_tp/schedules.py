@@ -1,4 +1,5 @@
-"""PX, DPX and SD-DPX: which filters each step removes, and when a step is accepted.
+"""PX, DPX and SD-DPX: which filters each step removes, and when a step is accepted
+(progressive retraining, the fourth method, is in :mod:`sddpx_tp.progressive`).
 
 * PX ranks every group channel once, on the unpruned model; the model at each rate
   removes the lowest-ranked channels up to that rate (nested in the rate).
@@ -27,12 +28,13 @@ from typing import Literal
 
 from sddpx_tp.compensation import InputMeans, input_channel_means
 from sddpx_tp.metrics import harmonic_mean
+from sddpx_tp.progressive import run_progressive
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.surgery import Candidate, GroupScores, PrunableModel
 from sddpx_tp.trajectory import PruningSession
 
-Method = Literal["px", "dpx", "sd-dpx"]
-METHODS: tuple[Method, ...] = ("px", "dpx", "sd-dpx")
+Method = Literal["px", "dpx", "sd-dpx", "progressive"]
+METHODS: tuple[Method, ...] = ("px", "dpx", "sd-dpx", "progressive")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ScheduleConfig:
     class_floor: float = 0.0  # SD-DPX: every class keeps this fraction of its unpruned reference accuracy
     patience: int = 0  # SD-DPX: skips without improvement before halving the step (0: up to K)
     masked_trials: bool = True  # SD-DPX: trials mask channels in place instead of pruning a copy
+    hold: float | None = None  # progressive: stop a layer short when reference H falls more than this
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class ScheduleConfig:
             raise ValueError(f"class_floor must be in [0, 1], not {self.class_floor}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, not {self.patience}")
+        if self.hold is not None and not 0 <= self.hold <= 1:
+            raise ValueError(f"hold must be in [0, 1], not {self.hold}")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, not {self.round_to}")
 
@@ -81,6 +86,7 @@ def run_schedule(session: PruningSession, config: ScheduleConfig) -> None:
         "px": _px,
         "dpx": _dpx,
         "sd-dpx": _sd_dpx,
+        "progressive": run_progressive,
     }
     schedules[config.method](session, config)
 

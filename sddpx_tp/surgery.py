@@ -73,6 +73,17 @@ class PrunableModel:
             for group in self.graph.get_all_groups(ignored_layers=self.ignored, root_module_types=[nn.Conv2d])
         }
 
+    def consumers(self, root: str) -> list[str]:
+        """Names of the layers that read the channels of ``root``'s group (convs, the classifier)."""
+        names = {module: name for name, module in self.model.named_modules()}
+        return sorted(
+            {
+                names[item.dep.target.module]
+                for item in self.groups()[root]
+                if getattr(item.dep.handler, "__name__", "") == "prune_in_channels" and item.dep.target.module in names
+            }
+        )
+
     def group_scores(self, relevance: Mapping[str, torch.Tensor]) -> dict[str, GroupScores]:
         """Each group's per-channel relevance (sum over its member convs' filters)."""
         importance = LRPImportance(self.model, relevance=relevance)

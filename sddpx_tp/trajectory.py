@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sddpx_tp.metrics import ModelSize, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.surgery import PrunableModel
+from sddpx_tp.training import TrainingConfig
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
 
@@ -45,6 +46,8 @@ class StepRecord:
     attempts: int  # models tried for this step
     attempt_harmonic_means: list[float]  # reference H of each model tried (SD-DPX), in order
     evaluation_seconds: float = 0.0  # part of ``seconds`` spent on the held-out images (not the method's cost)
+    phase: str = "pruning"  # "pruning", or after training: "retrained" (progressive) or "finetuned"
+    layer: str | None = None  # progressive retraining: the group this record pruned or retrained after
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +80,8 @@ class PruningSession:
         max_rate: float = 0.9,
         on_accept: Callable[[PruningSession], None] | None = None,
         resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
+        training: LabelledImages | None = None,
+        training_config: TrainingConfig | None = None,
     ) -> None:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
         trajectory and schedule state, and ``model`` is its last accepted model."""
@@ -86,6 +91,9 @@ class PruningSession:
         self.classes = classes
         self.relevance_config = relevance_config
         self.keep_models = keep_models
+        self.progress = progress
+        self.training = training  # images and labels for retraining methods (progressive, fine-tuning)
+        self.training_config = training_config
         self.example_input = references[0][:1]
         self.on_accept = on_accept
         self.models: list[nn.Module] = []
@@ -126,7 +134,14 @@ class PruningSession:
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
 
-    def accept(self, model: PrunableModel, attempts: int, attempt_harmonic_means: list[float] | None = None) -> None:
+    def accept(
+        self,
+        model: PrunableModel,
+        attempts: int,
+        attempt_harmonic_means: list[float] | None = None,
+        phase: str = "pruning",
+        layer: str | None = None,
+    ) -> None:
         """Make ``model`` current and append its record to the trajectory."""
         self.current = model
         size = measure_size(model.model, self.example_input)
@@ -155,6 +170,8 @@ class PruningSession:
             attempts=attempts,
             attempt_harmonic_means=attempt_harmonic_means or [],
             evaluation_seconds=self.evaluation_seconds,
+            phase=phase,
+            layer=layer,
         )
         self.trajectory.append(record)
         if self.keep_models:
