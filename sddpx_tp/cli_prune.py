@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.report import write_report
 from sddpx_tp.runstore import RunDirectory, fresh_architecture
 from sddpx_tp.schedules import METHODS, ScheduleConfig
+from sddpx_tp.training import OPTIMIZERS, TrainingConfig
 from sddpx_tp.trajectory import PruningSession
 
 # Settings that may differ between a run and its --resume without changing its result.
@@ -71,6 +72,9 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
             min_step=min(options["min_step"], options["step"]),
             round_to=options["round_to"],
             compensate=options["compensate"],
+            class_floor=options["class_floor"],
+            patience=options["patience"],
+            hold=options["hold"],
             relevance=RelevanceConfig(
                 composite=options["composite"],
                 aggregation=options["aggregation"],
@@ -81,7 +85,33 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
         )
     except ValueError as error:
         message = str(error).replace("max_excluded", "--k").replace("max_rate", "--max-rate")
-        raise UserError(message) from None
+        raise UserError(message.replace("class_floor", "--class-floor")) from None
+
+
+def _training_config(options: dict[str, Any]) -> TrainingConfig | None:
+    """Retraining settings, checked against the method before anything is read."""
+    retrains = options["method"] == "progressive" or options["finetune_epochs"] > 0
+    if options["train_dir"] is None:
+        if retrains:
+            raise UserError(
+                f"{'--method progressive' if options['method'] == 'progressive' else '--finetune-epochs'} needs "
+                "--train DIR: a folder of training images with one subfolder per class, like --refs"
+            )
+        return None
+    if not retrains:
+        raise UserError("--train is used by --method progressive or --finetune-epochs N; add one of them")
+    if options["method"] == "progressive" and options["finetune_epochs"] > 0:
+        raise UserError("--finetune-epochs is for px/dpx/sd-dpx; progressive retraining retrains as it goes")
+    try:
+        return TrainingConfig(
+            epochs=options["epochs"],
+            finetune_epochs=options["finetune_epochs"],
+            lr=options["lr"],
+            batch_size=options["batch_size"],
+            optimizer=options["optimizer"],
+        )
+    except ValueError as error:
+        raise UserError(f"--{error}".replace("_", "-")) from None
 
 
 def _check_device(device: str) -> None:
@@ -131,6 +161,15 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
     "--round-to", type=click.IntRange(min=1), default=16, help="keep conv widths multiples of N (1: the papers)"
 )
 @click.option("--compensate/--no-compensate", default=False, help="fold removed channels' mean into their consumers")
+@click.option("--class-floor", type=float, default=0.0, help="SD-DPX: each class keeps this share of its accuracy")
+@click.option("--patience", type=click.IntRange(min=0), default=0, help="SD-DPX: fruitless skips before halving")
+@click.option("--train", "train_dir", type=click.Path(path_type=Path), help="training images, like --refs")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, help="progressive: epochs per layer")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, help="px/dpx/sd-dpx: fine-tune afterwards")
+@click.option("--lr", type=float, default=3e-4, help="retraining learning rate")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="retraining batch size")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", help="retraining optimizer")
+@click.option("--hold", type=float, help="progressive: stop a layer short when reference H falls by more than this")
 @click.option("--order-change/--no-order-change", default=True, help="SD-DPX ablation switch")
 @click.option("--rate-change/--no-rate-change", default=True, help="SD-DPX ablation switch")
 @click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default="epsilon_plus_flat")
@@ -145,11 +184,12 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option("--keep-models", is_flag=True, help="also save every accepted step's model in RUN/steps/")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document with the summary on stdout")
 def prune_command(**options: Any) -> None:
-    """Prune a pretrained model for the classes of a reference folder, without fine-tuning."""
+    """Prune a pretrained model for the classes of a reference folder (without fine-tuning unless --train)."""
     if options["threads"]:
         torch.set_num_threads(options["threads"])
     _check_device(options["device"])
     config = _schedule_config(options)
+    training_config = _training_config(options)
     if options["weights"] is not None and not options["weights"].is_file():
         raise UserError(f"weights file {options['weights']} does not exist")
 
@@ -165,7 +205,10 @@ def prune_command(**options: Any) -> None:
     evaluation = None
     if options["eval_dir"] is not None:
         evaluation = load_image_folder(options["eval_dir"], chosen=references.folders, role="evaluation", **read)
-    for image_set in (references, evaluation):
+    training = None
+    if options["train_dir"] is not None:
+        training = load_image_folder(options["train_dir"], chosen=references.folders, role="training", **read)
+    for image_set in (references, evaluation, training):
         for path, _ in [] if image_set is None else image_set.skipped:
             click.echo(f"sddpx-tp: warning: skipped unreadable image {path}", err=True)
 
@@ -208,13 +251,9 @@ def prune_command(**options: Any) -> None:
             device=options["device"],
             on_accept=checkpoint,
             resume=resume_point,
-            step=config.step,
-            order_change=config.order_change,
-            rate_change=config.rate_change,
-            max_excluded=config.max_excluded,
-            min_step=config.min_step,
-            round_to=config.round_to,
-            compensate=config.compensate,
+            training=None if training is None else (training.images, training.labels),
+            training_config=training_config,
+            **{key: value for key, value in asdict(config).items() if key not in ("method", "max_rate", "relevance")},
         )
     except KeyboardInterrupt:
         log.info("interrupted")

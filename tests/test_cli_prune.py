@@ -79,6 +79,22 @@ def test_full_prune_writes_a_consistent_run(data: dict[str, Path], tmp_path: Pat
     assert "held-out" in (out / "report.md").read_text()
 
 
+@pytest.mark.parametrize(
+    ("method", "extra", "phase"),
+    [("progressive", ["--epochs", "1"], "retrained"), ("sd-dpx", ["--finetune-epochs", "1"], "finetuned")],
+)
+def test_retraining_methods_run_from_the_cli(
+    data: dict[str, Path], tmp_path: Path, method: str, extra: list[str], phase: str
+) -> None:
+    out = tmp_path / "run"
+    args = [*_args(data, out, "--train", str(data["eval"]), "--json", *extra), "--method", method]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["filter_rate"] == pytest.approx(0.3, abs=0.1)
+    trajectory = json.loads((out / "report.json").read_text())["trajectory"]
+    assert phase in {record["phase"] for record in trajectory}
+
+
 def test_without_eval_the_report_says_accuracy_is_optimistic(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [*_args(data, out), "--max-rate", "0.1"])
@@ -126,6 +142,12 @@ BAD_INPUTS = {
     "negative K": (["--k", "-1"], "--k"),
     "unknown class subset": (["--classes", "0,9"], "not folders"),
     "bad --mean": (["--mean", "0.1,0.2"], "--mean"),
+    "class floor above 1": (["--class-floor", "1.5"], "--class-floor"),
+    "progressive without --train": (["--method", "progressive"], "--train DIR"),
+    "missing --train folder": (["--method", "progressive", "--train", "{bad:missing}"], "training folder"),
+    "--train without a retraining method": (["--train", "{data:refs}"], "--finetune-epochs"),
+    "fine-tuning progressive": (["--method=progressive", "--train", "{data:refs}", "--finetune-epochs", "1"], "dpx"),
+    "zero learning rate": (["--method", "progressive", "--train", "{data:refs}", "--lr", "0"], "--lr"),
 }
 
 
@@ -137,6 +159,8 @@ def test_bad_input_is_one_line_and_exit_2(case: str, data: dict[str, Path], tmp_
         token = extra[index]
         if token.startswith("{bad:"):
             extra = [*extra[:index], str(_bad_refs(token[5:-1], data, tmp_path)), *extra[index + 1 :]]
+        elif token.startswith("{data:"):
+            extra = [*extra[:index], str(data[token[6:-1]]), *extra[index + 1 :]]
     result = CliRunner().invoke(main, [*args, *extra])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
