@@ -13,11 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from plotting import plt, save_figure
 
 
 def _curves(runs: list[dict], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,12 +32,14 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="ResNet-18 on Fashion-MNIST 2-class tasks")
+    parser.add_argument("--labels", nargs="+", help="plot only these labels (default: all)")
     args = parser.parse_args()
 
     document = json.loads(args.results.read_text())
     by_label: dict[str, list[dict]] = {}
     for run in document["runs"]:
-        by_label.setdefault(run["label"], []).append(run)
+        if not args.labels or run["label"] in args.labels:
+            by_label.setdefault(run["label"], []).append(run)
     max_rate = max(run["trajectory"][-1]["filter_rate"] for run in document["runs"])
     grid = np.linspace(0, max_rate, 91)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -57,11 +56,7 @@ def main() -> None:
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     axes[0].legend(loc="lower left", fontsize=8)
-    figure.suptitle(f"{args.title}: mean over task seeds, min-max shaded")
-    figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(figure, args.out, f"{args.title}: mean over task seeds, min-max shaded")
 
 
 if __name__ == "__main__":

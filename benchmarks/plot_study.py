@@ -12,10 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from plotting import plt, save_figure
 
 MAIN = Path("results/fashion_methods_round16.json")
 STUDY = Path("results/study")
@@ -53,11 +50,7 @@ def main() -> None:
     for axis in axes:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle("ResNet-18 on Fashion-MNIST, round_to 16, task seeds 5-9 (means)")
-    figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(figure, args.out, "ResNet-18 on Fashion-MNIST, round_to 16, task seeds 5-9 (means)")
 
 
 if __name__ == "__main__":

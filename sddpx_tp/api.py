@@ -97,7 +97,8 @@ def prune(
     ``references`` and ``evaluation`` are ``(images, labels)`` with labels given as
     the model's output indices (e.g. ImageNet class indices). ``schedule_options``
     are the other fields of :class:`ScheduleConfig` (``step``, ``max_excluded``,
-    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``, ``round_to``).
+    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``, ``round_to``,
+    ``compensate``, ``class_floor``, ``patience``, ``masked_trials``, ``hold``).
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run.
 

@@ -87,6 +87,23 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _layers_section(trajectory: list[dict[str, Any]], source: str) -> list[str]:
+    """Progressive retraining: what each layer's pruning cost and what its retraining gave back."""
+    pruned = {record["layer"]: record for record in trajectory if record.get("layer") and record["phase"] == "pruning"}
+    if not pruned:
+        return []
+    images = "held-out" if source == "eval" else "reference"
+    lines = [f"## Layer by layer ({images} H)", "", "| layer | filter rate | pruned | retrained |", "|---|---|---|---|"]
+    retrained = {record["layer"]: record for record in trajectory if record["phase"] == "retrained"}
+    for layer, record in pruned.items():
+        after = retrained.get(layer)
+        lines.append(
+            f"| {layer} | {record['filter_rate']:.3f} | {_percent(record[f'{source}_harmonic_mean'])} "
+            f"| {_percent(after[f'{source}_harmonic_mean'] if after else None)} |"
+        )
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: str) -> str:
     trajectory = report["trajectory"]
     first, last = trajectory[0], trajectory[-1]
@@ -124,6 +141,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
             f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
         ]
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
+    lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
     lines += _benchmark_section(report.get("benchmark"))
     if report.get("latency_curve"):

@@ -93,6 +93,7 @@ def test_retraining_methods_run_from_the_cli(
     assert json.loads(result.stdout)["filter_rate"] == pytest.approx(0.3, abs=0.1)
     trajectory = json.loads((out / "report.json").read_text())["trajectory"]
     assert phase in {record["phase"] for record in trajectory}
+    assert ("Layer by layer" in (out / "report.md").read_text()) == (method == "progressive")
 
 
 def test_without_eval_the_report_says_accuracy_is_optimistic(data: dict[str, Path], tmp_path: Path) -> None:
