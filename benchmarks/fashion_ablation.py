@@ -30,7 +30,8 @@ from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import cached_source_model
 
 PAPER = {"masked_trials": False}  # SD-DPX as published: K=10, single filters, trials on pruned copies
-COMBINED = {"compensate": True, "class_floor": 0.9, "patience": 2, "round_to": 16}
+DEFAULT = {"round_to": 16}  # the CLI's SD-DPX: masked trials (the API default), aligned bundles of 16
+COMBINED = {"round_to": 16, "compensate": True, "class_floor": 0.9, "patience": 2}
 CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "main": {
         "dpx": ("dpx", {}),
@@ -41,7 +42,7 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx + compensation": ("sd-dpx", {**PAPER, "compensate": True}),
         "sd-dpx + class floor 0.9": ("sd-dpx", {**PAPER, "class_floor": 0.9}),
         "sd-dpx + round_to 16": ("sd-dpx", {**PAPER, "round_to": 16}),
-        "dpx + compensation": ("dpx", {"compensate": True}),
+        "sd-dpx default (masked, round_to 16)": ("sd-dpx", DEFAULT),
         "sd-dpx + all": ("sd-dpx", COMBINED),
     },
     "tuning": {
