@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 from fashion_methods import cache_path, run_task
+from results_file import read_results, write_results
 
-from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import cached_source_model
 
 PAPER = {"masked_trials": False}  # SD-DPX as published: K=10, single filters, trials on pruned copies
@@ -89,7 +88,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = cached_source_model(cache_path(args.architecture), architecture=args.architecture)
-    document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    document: dict[str, Any] = read_results(args.out)
     done = {(run["label"], run["seed"]) for run in document["runs"]}
     plan = {label: config for label, config in CONFIGS[args.configs].items() if not args.only or label in args.only}
     for seed in args.seeds:
@@ -100,13 +99,7 @@ def main() -> None:
             run["label"] = label
             document["runs"].append(run)
             document["summary"] = summarise(document["runs"])
-            document["environment"] = {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
-                "architecture": args.architecture,
-            }
-            atomic_write(args.out, lambda path: path.write_text(json.dumps(document, indent=1)))
+            write_results(args.out, document, architecture=args.architecture)
             print(
                 f"seed {seed} {label:>34}: AUC {run['auc']:.3f}  lowest {run['auc_lowest_class']:.3f}  "
                 f"kept to {run['highest_rate_kept']:.2f}  {run['method_seconds']:.1f}s  "

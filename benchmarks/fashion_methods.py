@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
+from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, highest_rate_kept, normalized_auc
 
@@ -116,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = cached_source_model(cache_path(args.architecture), architecture=args.architecture)
-    document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    document: dict[str, Any] = read_results(args.out)
     done = {(run["label"], run["seed"]) for run in document["runs"]}
     plan = []
     aligned = {} if args.round_to == 1 else {"round_to": args.round_to}
@@ -140,12 +139,7 @@ def main() -> None:
             run["label"] = label
             document["runs"].append(run)
             document["summary"] = summarise(document["runs"])
-            document["environment"] = {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
-            }
-            atomic_write(args.out, lambda path: path.write_text(json.dumps(document, indent=1)))
+            write_results(args.out, document)
             print(
                 f"seed {seed} {label:>12}: AUC {run['auc']:.3f}  AUC lowest {run['auc_lowest_class']:.3f}  "
                 f"{run['seconds']:.0f}s  passes {run['relevance_passes']}  evals {run['evaluations']}",

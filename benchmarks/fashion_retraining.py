@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 
 import torch
 from fashion_methods import cache_path, task_classes
+from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import per_class_accuracy
 from sddpx_tp.training import TrainingConfig, train
@@ -129,7 +128,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = cached_source_model(cache_path("resnet18"), architecture="resnet18")
-    document: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    document: dict[str, Any] = read_results(args.out)
     done = {(run["seed"], run["training_per_class"]) for run in document["runs"]}
     for seed in args.seeds:
         for per_class in args.training_per_class:
@@ -141,9 +140,7 @@ def main() -> None:
             run = run_seed(model, seed, per_class, args.rates, epochs)
             document["runs"].append(run)
             document["summary"] = summarise(document["runs"])
-            document["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                       "cpu": platform.processor() or platform.machine()}  # fmt: skip
-            atomic_write(args.out, lambda path: path.write_text(json.dumps(document, indent=1)))
+            write_results(args.out, document)
             for row in run["rows"]:
                 print(f"seed {seed} n={per_class} {row['method']:>22} rate {row['filter_rate']:.2f}: "
                       f"accuracy {statistics.fmean(row['accuracy']):.3f} lowest {min(row['accuracy']):.3f} "
