@@ -20,7 +20,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    summary = json.loads(args.results.read_text())["summary"]
+    document = json.loads(args.results.read_text())
+    summary = document["summary"]
     sizes = sorted({row["training_per_class"] for row in summary})
     figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), sharey=True, squeeze=False)
     for axis, size in zip(axes[0], sizes, strict=True):
@@ -32,6 +33,8 @@ def main() -> None:
             line = axis.plot(rates, [row["accuracy_mean"] for row in rows], marker="o", label=method)[0]
             axis.plot(rates, [row["lowest_class_mean"] for row in rows], marker="v", linestyle="--",
                       color=line.get_color())  # fmt: skip
+        unpruned = [sum(run["unpruned_accuracy"]) / 2 for run in document["runs"] if run["training_per_class"] == size]
+        axis.axhline(sum(unpruned) / len(unpruned), color="grey", linestyle=":", label="unpruned")
         tasks = min(row["tasks"] for row in summary if row["training_per_class"] == size)
         axis.set_title(f"{size} training images per class ({tasks} tasks)")
         axis.set_xlabel("filter rate")

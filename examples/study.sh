@@ -21,7 +21,16 @@ mkdir -p results/study
 "${methods[@]}" --classes 5 --out results/study/classes_5.json
 "${methods[@]}" --per-class 5 --out results/study/refs_5.json
 
-for file in results/fashion_methods_round16.json results/study/*.json; do
+# Beyond the paper (issue 8): options chosen on task seeds 0-4, reported on 5-9, two architectures.
+python benchmarks/fashion_ablation.py --seeds 0 1 2 3 4 --configs tuning --out results/ablation_tune.json
+python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --out results/ablation_resnet18.json
+python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --architecture mobilenet_v2 --out results/ablation_mobilenet_v2.json \
+    --only dpx "sd-dpx (paper)" "sd-dpx default (masked, round_to 16)" "sd-dpx + all"
+# With training images (issue 7): progressive retraining vs SD-DPX vs SD-DPX + fine-tuning.
+python benchmarks/fashion_retraining.py --seeds 5 6 7 8 9 --out results/retraining.json
+python benchmarks/plot_retraining.py results/retraining.json --out results/retraining.png
+
+for file in results/fashion_methods_round16.json results/study/*.json results/ablation_*.json; do
     python benchmarks/plot_methods.py "$file" --out "${file%.json}.png" --title "$(basename "${file%.json}")"
 done
 python benchmarks/plot_study.py --out results/study/summary.png
