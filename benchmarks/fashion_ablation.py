@@ -43,6 +43,7 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx + round_to 16": ("sd-dpx", {**PAPER, "round_to": 16}),
         "sd-dpx default (masked, round_to 16)": ("sd-dpx", DEFAULT),
         "sd-dpx + all": ("sd-dpx", COMBINED),
+        "sd-dpx default + adaptive compensation": ("sd-dpx", {**DEFAULT, "adaptive_compensation": True}),
     },
     "tuning": {
         "dpx": ("dpx", {}),
@@ -52,6 +53,7 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx round_to 16 + floor 0.8": ("sd-dpx", {"round_to": 16, "class_floor": 0.8}),
         "sd-dpx round_to 16 + floor 0.9": ("sd-dpx", {"round_to": 16, "class_floor": 0.9}),
         "sd-dpx round_to 16 + floor 0.95": ("sd-dpx", {"round_to": 16, "class_floor": 0.95}),
+        "sd-dpx round_to 16 + adaptive compensation": ("sd-dpx", {"round_to": 16, "adaptive_compensation": True}),
         "sd-dpx round_to 16 + patience 1": ("sd-dpx", {"round_to": 16, "patience": 1}),
         "sd-dpx round_to 16 + patience 2": ("sd-dpx", {"round_to": 16, "patience": 2}),
         "sd-dpx round_to 16 + patience 4": ("sd-dpx", {"round_to": 16, "patience": 4}),
@@ -76,6 +78,23 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| configuration | tasks | AUC | AUC lowest class | highest rate keeping 95 % (median) | s (mean) "
+        "| s vs DPX (median) | relevance passes | evaluations |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in summary.items():
+        ratio = row["seconds_vs_dpx_median"]
+        lines.append(
+            f"| {label} | {row['tasks']} | {row['auc_mean']:.3f} | {row['auc_lowest_class_mean']:.3f} "
+            f"| {row['highest_rate_kept_median']:.2f} | {row['method_seconds_mean']:.1f} "
+            f"| {'' if ratio is None else f'{ratio:.2f}x'} | {row['relevance_passes_mean']:.0f} "
+            f"| {row['evaluations_mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
@@ -84,7 +103,11 @@ def main() -> None:
     parser.add_argument("--architecture", choices=["resnet18", "mobilenet_v2"], default="resnet18")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("results/ablation_resnet18.json"))
+    parser.add_argument("--table", action="store_true", help="only print --out's summary as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(summarise(read_results(args.out)["runs"])))
+        return
 
     torch.set_num_threads(args.threads)
     model = cached_source_model(cache_path(args.architecture), architecture=args.architecture)

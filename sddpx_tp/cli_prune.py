@@ -71,7 +71,8 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
             max_excluded=options["k"],
             min_step=min(options["min_step"], options["step"]),
             round_to=options["round_to"],
-            compensate=options["compensate"],
+            compensate=options["compensate"] == "always",
+            adaptive_compensation=options["compensate"] == "adaptive" and options["method"] == "sd-dpx",
             class_floor=options["class_floor"],
             patience=options["patience"],
             hold=options["hold"],
@@ -160,7 +161,12 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
 @click.option(
     "--round-to", type=click.IntRange(min=1), default=16, help="keep conv widths multiples of N (1: the papers)"
 )
-@click.option("--compensate/--no-compensate", default=False, help="fold removed channels' mean into their consumers")
+@click.option(
+    "--compensate",
+    type=click.Choice(["adaptive", "always", "never"]),
+    default="adaptive",
+    help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways",
+)
 @click.option("--class-floor", type=float, default=0.0, help="SD-DPX: each class keeps this share of its accuracy")
 @click.option("--patience", type=click.IntRange(min=0), default=0, help="SD-DPX: fruitless skips before halving")
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), help="training images, like --refs")

@@ -15,23 +15,34 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 @torch.no_grad()
-def per_class_accuracy(
+def class_scores(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
-) -> list[float]:
-    """Accuracy of each class index ``0..classes-1`` on the given images."""
+) -> tuple[list[float], list[float]]:
+    """Per class index ``0..classes-1``: accuracy, and the mean softmax probability of the true class
+    (a smooth companion of accuracy, which saturates at 1.0 on a few dozen reference images)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
-    predictions = torch.cat([model(batch.to(device)).argmax(dim=1).cpu() for batch in batches])
+    logits = torch.cat([model(batch.to(device)).float().cpu() for batch in batches])
     model.train(was_training)
-    accuracies = []
+    predictions = logits.argmax(dim=1)
+    true_probability = logits.softmax(dim=1).gather(1, labels.view(-1, 1).long()).flatten()
+    accuracies, confidences = [], []
     for index in range(classes):
         mask = labels == index
         if not bool(mask.any()):
             raise ValueError(f"no images of class index {index} to measure its accuracy")
         accuracies.append(float((predictions[mask] == index).float().mean()))
-    return accuracies
+        confidences.append(float(true_probability[mask].mean()))
+    return accuracies, confidences
+
+
+def per_class_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
+) -> list[float]:
+    """Accuracy of each class index ``0..classes-1`` on the given images."""
+    return class_scores(model, images, labels, classes, batch_size)[0]
 
 
 def harmonic_mean(accuracies: Sequence[float]) -> float:

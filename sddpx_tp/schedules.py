@@ -17,7 +17,9 @@ Options beyond the paper (issue 8), each off unless set: ``class_floor`` (a tria
 passes only if every class keeps that fraction of its unpruned reference accuracy,
 so one class cannot quietly collapse while H looks fine), ``patience`` (give up
 skipping candidates at a step size after that many skips that did not improve on
-the best trial), ``compensate`` (see :mod:`sddpx_tp.compensation`) and ``round_to``.
+the best trial), ``compensate`` (see :mod:`sddpx_tp.compensation`), ``adaptive_compensation``
+(each trial is evaluated with and without compensation and keeps the better: higher H,
+then higher mean probability of the true class) and ``round_to``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ScheduleConfig:
     class_floor: float = 0.0  # SD-DPX: every class keeps this fraction of its unpruned reference accuracy
     patience: int = 0  # SD-DPX: skips without improvement before halving the step (0: up to K)
     masked_trials: bool = True  # SD-DPX: trials mask channels in place instead of pruning a copy
+    adaptive_compensation: bool = False  # SD-DPX: each trial with and without compensation, the better kept
     hold: float | None = None  # progressive: stop a layer short when reference H falls more than this
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
 
@@ -76,6 +79,8 @@ class ScheduleConfig:
             raise ValueError(f"patience must be >= 0, not {self.patience}")
         if self.hold is not None and not 0 <= self.hold <= 1:
             raise ValueError(f"hold must be in [0, 1], not {self.hold}")
+        if self.adaptive_compensation and not self.masked_trials:
+            raise ValueError("adaptive_compensation needs masked_trials")
         if self.round_to < 1:
             raise ValueError(f"round_to must be >= 1, not {self.round_to}")
 
@@ -97,9 +102,10 @@ def _budget(session: PruningSession, config: ScheduleConfig, step: float) -> int
     return min(round(step * session.original.filters), limit)
 
 
-def _input_means(session: PruningSession, config: ScheduleConfig) -> InputMeans | None:
+def _input_means(session: PruningSession, config: ScheduleConfig, wanted: bool | None = None) -> InputMeans | None:
     """Mean inputs of the current model's layers on the references, when compensation is on."""
-    return input_channel_means(session.current.model, session.references[0]) if config.compensate else None
+    wanted = config.compensate if wanted is None else wanted
+    return input_channel_means(session.current.model, session.references[0]) if wanted else None
 
 
 def _px(session: PruningSession, config: ScheduleConfig) -> None:
@@ -142,17 +148,27 @@ class _Attempt:
     chosen: list[Candidate]
     rank: tuple[bool, float]  # (every class above its floor, H): the best attempt is the largest
     model: PrunableModel | None  # the pruned copy, when trials are not masked
+    means: InputMeans | None  # the compensation the trial used (None: none)
 
 
 def _try(session: PruningSession, config: ScheduleConfig, chosen: list[Candidate], means: InputMeans | None
-         ) -> tuple[list[float], PrunableModel | None]:  # fmt: skip
-    """Per-class reference accuracy of the current model without ``chosen`` (and the pruned copy, if made)."""
+         ) -> tuple[list[float], PrunableModel | None, InputMeans | None]:  # fmt: skip
+    """Per-class reference accuracy of the current model without ``chosen``, the pruned copy (if made)
+    and the compensation used: with ``adaptive_compensation``, the better of with and without it."""
+    if config.adaptive_compensation:
+        scored = []
+        for variant in (None, means):
+            with session.current.masked(chosen, variant) as model:
+                accuracy, confidence = session.evaluate_scores(model)
+            scored.append(((harmonic_mean(accuracy), harmonic_mean(confidence)), accuracy, variant))
+        _, accuracy, variant = max(scored, key=lambda entry: entry[0])  # ties in H go to the more confident
+        return accuracy, None, variant
     if config.masked_trials:
         with session.current.masked(chosen, means) as model:
-            return session.evaluate_classes(model), None
+            return session.evaluate_classes(model), None, means
     trial = session.current.copy()
     trial.remove(chosen, means)
-    return session.evaluate_classes(trial.model), trial
+    return session.evaluate_classes(trial.model), trial, means
 
 
 def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
@@ -160,7 +176,8 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
     best_so_far = session.reference_harmonic_mean
     while _budget(session, config, config.step) > 0:
         scores = session.current.group_scores(session.relevance(session.current))
-        means = _input_means(session, config)  # one forward serves every trial of this step
+        # One forward serves every trial of this step.
+        means = _input_means(session, config, config.compensate or config.adaptive_compensation)
         step = config.step
         excluded: list[Candidate] = []
         best: _Attempt | None = None
@@ -172,7 +189,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
             chosen = session.current.select(session.current.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
-            accuracy, trial = _try(session, config, chosen, means)
+            accuracy, trial, used_means = _try(session, config, chosen, means)
             harmonic_mean_ = harmonic_mean(accuracy)
             tried.append(harmonic_mean_)
             guarded = all(value >= floor for value, floor in zip(accuracy, floors, strict=True))
@@ -180,7 +197,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
             improved = best is None or rank > best.rank
             fruitless = 0 if improved else fruitless + 1
             if improved:
-                best = _Attempt(chosen, rank, trial)
+                best = _Attempt(chosen, rank, trial, used_means)
             if guarded and harmonic_mean_ >= best_so_far:
                 break  # keep going at full pace
             gave_up = config.patience > 0 and fruitless >= config.patience
@@ -196,7 +213,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
         if best is None:
             return
         if best.model is None:  # masked trials: prune the current model itself
-            session.current.remove(best.chosen, means)
+            session.current.remove(best.chosen, best.means)
             best.model = session.current
         session.accept(best.model, attempts=len(tried), attempt_harmonic_means=tried)
         best_so_far = session.reference_harmonic_mean

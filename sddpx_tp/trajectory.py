@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sddpx_tp.metrics import ModelSize, harmonic_mean, measure_size, per_class_accuracy
+from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.surgery import PrunableModel
 from sddpx_tp.training import TrainingConfig
@@ -130,6 +130,11 @@ class PruningSession:
         """Per-class accuracy on the reference images; every call counts as one evaluation."""
         self.evaluations += 1
         return per_class_accuracy(model, *self.references, self.classes)
+
+    def evaluate_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        """Per-class accuracy and mean true-class probability on the references; one evaluation."""
+        self.evaluations += 1
+        return class_scores(model, *self.references, self.classes)
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,14 @@ from torchvision import models
 import sddpx_tp.trajectory as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.checkpoint import load_pruned, save_pruned
-from sddpx_tp.metrics import auc_lowest_class, count_macs, harmonic_mean, highest_rate_kept, normalized_auc
+from sddpx_tp.metrics import (
+    auc_lowest_class,
+    class_scores,
+    count_macs,
+    harmonic_mean,
+    highest_rate_kept,
+    normalized_auc,
+)
 
 
 def _efficientnet_lite0() -> nn.Module:
@@ -99,6 +107,16 @@ def test_metrics_against_hand_computed_values() -> None:
     assert harmonic_mean([0.9, 0.0]) == 0.0
     assert normalized_auc([0.0, 0.5, 1.0], [1.0, 1.0, 0.0]) == pytest.approx(0.75)
     assert auc_lowest_class([0.0, 1.0], [[1.0, 0.5], [0.0, 1.0]]) == pytest.approx(0.25)
+    # Logits given directly (identity layer): class 0 images score [2, 0] and [0, 1]; class 1 [0, 3].
+    identity = nn.Linear(2, 2)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(2))
+        identity.bias.zero_()
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0, 1])
+    accuracy, confidence = class_scores(identity, logits, labels, 2)
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731  (softmax of two logits)
+    assert accuracy == [0.5, 1.0]
+    assert confidence == pytest.approx([(sigmoid(2) + sigmoid(-1)) / 2, sigmoid(3)])
     # Start mean 0.9: 0.95 of it is 0.855; class floors 0.9 * (1.0, 0.8) = (0.9, 0.72).
     per_class = [[1.0, 0.8], [0.95, 0.8], [0.98, 0.74], [0.99, 0.71], [1.0, 0.8]]
     assert highest_rate_kept([0.0, 0.2, 0.4, 0.6, 0.8], per_class) == 0.4  # 0.6: class 2 below its floor

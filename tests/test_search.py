@@ -98,3 +98,32 @@ def test_patience_cuts_evaluations_and_still_reaches_the_rate(fashion_task: tupl
 def test_bad_search_settings_are_refused(fashion_task: tuple, option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
         _run(fashion_task, **{option: value})
+
+
+@pytest.mark.parametrize("compensation_wins", [True, False])
+def test_adaptive_compensation_keeps_the_more_confident_variant(
+    fashion_task: tuple, monkeypatch: pytest.MonkeyPatch, compensation_wins: bool
+) -> None:
+    """Both variants of the one trial reach H = 1.0 (scripted); the tie goes to the higher mean
+    true-class probability, and the step is removed the way that variant was evaluated."""
+    low, high = ([1.0, 1.0], [0.6, 0.6]), ([1.0, 1.0], [0.9, 0.9])
+    scripted = iter([low, high] if compensation_wins else [high, low])  # order: without, then with
+    removals: list[bool] = []
+    original_remove = PrunableModel.remove
+
+    def remove(self, chosen, means=None):  # type: ignore[no-untyped-def]
+        removals.append(means is not None)
+        return original_remove(self, chosen, means)
+
+    monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
+    monkeypatch.setattr(PrunableModel, "remove", remove)
+    model, references, _ = fashion_task
+    result = prune(model, references, [0, 6], method="sd-dpx", max_rate=0.1, step=0.1, adaptive_compensation=True,
+                   progress=False)  # fmt: skip
+    assert result.trajectory[-1].evaluations == 3  # the unpruned model, then one trial in two variants
+    assert removals == [compensation_wins]
+
+
+def test_adaptive_compensation_needs_masked_trials(fashion_task: tuple) -> None:
+    with pytest.raises(ValueError, match="masked_trials"):
+        _run(fashion_task, adaptive_compensation=True, masked_trials=False)
