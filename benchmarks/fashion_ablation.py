@@ -44,6 +44,10 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx default (masked, round_to 16)": ("sd-dpx", DEFAULT),
         "sd-dpx + all": ("sd-dpx", COMBINED),
         "sd-dpx default + adaptive compensation": ("sd-dpx", {**DEFAULT, "adaptive_compensation": True}),
+        "sd-dpx default + adaptive compensation + patience 2": (
+            "sd-dpx",
+            {**DEFAULT, "adaptive_compensation": True, "patience": 2},
+        ),
     },
     "tuning": {
         "dpx": ("dpx", {}),
@@ -54,6 +58,10 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx round_to 16 + floor 0.9": ("sd-dpx", {"round_to": 16, "class_floor": 0.9}),
         "sd-dpx round_to 16 + floor 0.95": ("sd-dpx", {"round_to": 16, "class_floor": 0.95}),
         "sd-dpx round_to 16 + adaptive compensation": ("sd-dpx", {"round_to": 16, "adaptive_compensation": True}),
+        "sd-dpx round_to 16 + adaptive compensation + patience 2": (
+            "sd-dpx",
+            {"round_to": 16, "adaptive_compensation": True, "patience": 2},
+        ),
         "sd-dpx round_to 16 + patience 1": ("sd-dpx", {"round_to": 16, "patience": 1}),
         "sd-dpx round_to 16 + patience 2": ("sd-dpx", {"round_to": 16, "patience": 2}),
         "sd-dpx round_to 16 + patience 4": ("sd-dpx", {"round_to": 16, "patience": 4}),

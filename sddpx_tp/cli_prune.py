@@ -168,7 +168,7 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
     help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways",
 )
 @click.option("--class-floor", type=float, default=0.0, help="SD-DPX: each class keeps this share of its accuracy")
-@click.option("--patience", type=click.IntRange(min=0), default=0, help="SD-DPX: fruitless skips before halving")
+@click.option("--patience", type=click.IntRange(min=0), default=2, help="SD-DPX: fruitless skips before halving")
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), help="training images, like --refs")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, help="progressive: epochs per layer")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, help="px/dpx/sd-dpx: fine-tune afterwards")
