@@ -214,8 +214,16 @@ def test_prune_on_cuda_matches_cpu(data: dict[str, Path], tmp_path: Path) -> Non
     assert [r["filters"] for r in runs["cpu"]] == [r["filters"] for r in runs["cuda"]]
 
 
-def test_sigint_then_resume_gives_the_uninterrupted_model(data: dict[str, Path], tmp_path: Path) -> None:
-    extra = ["--method", "sd-dpx", "--k", "1", "--max-rate", "0.4", "--eval", str(data["eval"])]
+@pytest.mark.parametrize(
+    "method_options",
+    [["--method", "sd-dpx", "--k", "1"], ["--method", "progressive", "--train", "{eval}", "--epochs", "3"]],
+    ids=["sd-dpx", "progressive"],
+)
+def test_sigint_then_resume_gives_the_uninterrupted_model(
+    data: dict[str, Path], tmp_path: Path, method_options: list[str]
+) -> None:
+    method_options = [str(data["eval"]) if option == "{eval}" else option for option in method_options]
+    extra = [*method_options, "--max-rate", "0.4", "--eval", str(data["eval"])]
     reference = CliRunner().invoke(main, _args(data, tmp_path / "whole", *extra))
     assert reference.exit_code == 0, reference.stderr
 
@@ -229,7 +237,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_model(data: dict[str, Path],
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)  # during step 2
+    process.send_signal(signal.SIGINT)  # during step 2 (progressive: retraining the first layer, or later)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
     assert "--resume" in stderr.decode()
