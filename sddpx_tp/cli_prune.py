@@ -85,8 +85,10 @@ def _schedule_config(options: dict[str, Any]) -> ScheduleConfig:
             ),
         )
     except ValueError as error:
-        message = str(error).replace("max_excluded", "--k").replace("max_rate", "--max-rate")
-        raise UserError(message.replace("class_floor", "--class-floor")) from None
+        # ScheduleConfig's messages start with the field's name: name the option instead.
+        field, _, rest = str(error).partition(" ")
+        option = "--k" if field == "max_excluded" else "--" + field.replace("_", "-")
+        raise UserError(f"{option} {rest}") from None
 
 
 def _training_config(options: dict[str, Any]) -> TrainingConfig | None:
@@ -165,7 +167,8 @@ def _class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
     "--compensate",
     type=click.Choice(["adaptive", "always", "never"]),
     default="adaptive",
-    help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways",
+    help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways "
+    "(PX/DPX: no compensation)",
 )
 @click.option("--class-floor", type=float, default=0.0, help="SD-DPX: each class keeps this share of its accuracy")
 @click.option("--patience", type=click.IntRange(min=0), default=2, help="SD-DPX: fruitless skips before halving")

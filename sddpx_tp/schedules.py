@@ -68,7 +68,7 @@ class ScheduleConfig:
         if not 0 < self.step <= self.max_rate:
             raise ValueError(f"step must be in (0, max_rate], not {self.step}")
         if self.max_excluded < 0:
-            raise ValueError(f"K (max_excluded) must be >= 0, not {self.max_excluded}")
+            raise ValueError(f"max_excluded must be >= 0, not {self.max_excluded}")
         if not 0 < self.min_step <= self.step:
             raise ValueError(f"min_step must be in (0, step], not {self.min_step}")
         if self.min_channels < 1:
