@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 from torch import nn
 
@@ -154,5 +154,6 @@ def reference_images(settings: dict[str, Any]) -> torch.Tensor:
         chosen, per_class = settings["class_folders"], settings["per_class"]
         outputs = settings.get("num_classes") or 1000
         return load_image_folder(refs, spec, outputs, chosen=chosen, per_class=per_class, seed=settings["seed"]).images
-    click.echo(f"sddpx-tp: warning: reference folder {refs} is gone; using random inputs", err=True)
+    # A library warning; the CLI prints warnings as one "sddpx-tp: warning: ..." line.
+    warnings.warn(f"reference folder {refs} is gone; using random inputs", stacklevel=2)
     return torch.randn(16, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))

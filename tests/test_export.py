@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -127,6 +128,18 @@ def test_export_and_bench_a_run(finished_run: Path) -> None:
     assert all(g["macs_reduction"] > 1 for g in result["speedups"])
     report = (finished_run / "report.md").read_text()
     assert "## ONNX export" in report and "## Latency" in report
+
+
+def test_export_without_the_reference_folder_warns_and_uses_random_inputs(finished_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "moved"
+    shutil.copytree(finished_run, run)
+    state = json.loads((run / "state.json").read_text())
+    state["settings"]["refs_dir"] = str(tmp_path / "gone")
+    (run / "state.json").write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="reference folder .* is gone; using random inputs"):
+        result = CliRunner().invoke(main, ["export", str(run), "--onnx", "--no-baseline"])
+    assert result.exit_code == 0, result.stderr
+    assert (run / "model.onnx").is_file()
 
 
 def test_export_refuses_to_overwrite(finished_run: Path, tmp_path: Path) -> None:
