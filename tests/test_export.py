@@ -137,9 +137,9 @@ def test_export_without_the_reference_folder_warns_and_uses_random_inputs(finish
     state["settings"]["refs_dir"] = str(tmp_path / "gone")
     (run / "state.json").write_text(json.dumps(state))
     with pytest.warns(UserWarning, match="reference folder .* is gone; using random inputs"):
-        result = CliRunner().invoke(main, ["export", str(run), "--onnx", "--no-baseline"])
+        result = CliRunner().invoke(main, ["export", str(run), "--onnx", str(tmp_path / "m.onnx"), "--no-baseline"])
     assert result.exit_code == 0, result.stderr
-    assert (run / "model.onnx").is_file()
+    assert (tmp_path / "m.onnx").is_file()
 
 
 def test_export_refuses_to_overwrite(finished_run: Path, tmp_path: Path) -> None:
