@@ -76,7 +76,7 @@ def _retrain_up_to(session: PruningSession, layer: str, seed: int) -> None:
     assert session.training is not None and session.training_config is not None
     model = session.current.model
     order = [name for name, _ in model.named_modules()]
-    readers = session.current.consumers(layer) if layer in session.current.groups() else [layer]
+    readers = session.current.consumers(layer) or [layer]
     last = max(readers, key=order.index)
     train(
         model,

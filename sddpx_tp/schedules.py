@@ -102,9 +102,8 @@ def _budget(session: PruningSession, config: ScheduleConfig, step: float) -> int
     return min(round(step * session.original.filters), limit)
 
 
-def _input_means(session: PruningSession, config: ScheduleConfig, wanted: bool | None = None) -> InputMeans | None:
-    """Mean inputs of the current model's layers on the references, when compensation is on."""
-    wanted = config.compensate if wanted is None else wanted
+def _input_means(session: PruningSession, wanted: bool) -> InputMeans | None:
+    """Mean inputs of the current model's layers on the references, when compensation is wanted."""
     return input_channel_means(session.current.model, session.references[0]) if wanted else None
 
 
@@ -126,7 +125,7 @@ def _px(session: PruningSession, config: ScheduleConfig) -> None:
         chosen = session.current.select(session.current.candidates(current), budget)
         if not chosen:
             return
-        session.current.remove(chosen, _input_means(session, config))
+        session.current.remove(chosen, _input_means(session, config.compensate))
         for root in {c.root for c in chosen}:
             gone = {channel for c in chosen if c.root == root for channel in c.channels}
             remaining[root] = [channel for index, channel in enumerate(remaining[root]) if index not in gone]
@@ -139,7 +138,7 @@ def _dpx(session: PruningSession, config: ScheduleConfig) -> None:
         chosen = session.current.select(session.current.candidates(scores), budget)
         if not chosen:
             return
-        session.current.remove(chosen, _input_means(session, config))
+        session.current.remove(chosen, _input_means(session, config.compensate))
         session.accept(session.current, attempts=1)
 
 
@@ -177,7 +176,7 @@ def _sd_dpx(session: PruningSession, config: ScheduleConfig) -> None:
     while _budget(session, config, config.step) > 0:
         scores = session.current.group_scores(session.relevance(session.current))
         # One forward serves every trial of this step.
-        means = _input_means(session, config, config.compensate or config.adaptive_compensation)
+        means = _input_means(session, config.compensate or config.adaptive_compensation)
         step = config.step
         excluded: list[Candidate] = []
         best: _Attempt | None = None

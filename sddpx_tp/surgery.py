@@ -74,12 +74,16 @@ class PrunableModel:
         }
 
     def consumers(self, root: str) -> list[str]:
-        """Names of the layers that read the channels of ``root``'s group (convs, the classifier)."""
+        """Names of the layers that read the channels of ``root``'s group (convs, the classifier);
+        empty when ``root`` no longer leads a prunable group."""
+        group = self.groups().get(root)
+        if group is None:
+            return []
         names = {module: name for name, module in self.model.named_modules()}
         return sorted(
             {
                 names[item.dep.target.module]
-                for item in self.groups()[root]
+                for item in group
                 if getattr(item.dep.handler, "__name__", "") == "prune_in_channels" and item.dep.target.module in names
             }
         )
