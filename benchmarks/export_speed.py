@@ -21,7 +21,9 @@ from torchvision.models import resnet18
 
 from sddpx_tp.api import prune
 from sddpx_tp.checkpoint import atomic_write
-from sddpx_tp.export.bench import BenchSettings, bench_onnx, environment, markdown_table, model_facts, speedups
+from sddpx_tp.config import PruneConfig
+from sddpx_tp.environment import environment
+from sddpx_tp.export.bench import BenchSettings, bench_onnx, markdown_table, model_facts, speedups
 from sddpx_tp.export.onnx import export_onnx
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models import restrict_to_classes
@@ -48,8 +50,8 @@ def main() -> None:
     exports["baseline"] = work / "baseline.onnx"
     filter_rates = {}
     for round_to in args.round_to:
-        result = prune(model, (images, labels), [0, 1], method="px", max_rate=max(args.rates), step=0.1,
-                       round_to=round_to, keep_models=True, progress=False)  # fmt: skip
+        config = PruneConfig.paper(method="px", max_rate=max(args.rates), step=0.1, round_to=round_to)
+        result = prune(model, (images, labels), [0, 1], config, keep_models=True, progress=False)
         for rate in args.rates:
             # The kept model nearest to the asked rate (steps of 0.1 land on it up to rounding).
             index = min(range(len(result.trajectory)), key=lambda i: abs(result.trajectory[i].filter_rate - rate))

@@ -23,6 +23,7 @@ import torch
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, highest_rate_kept, normalized_auc
 
@@ -34,6 +35,21 @@ def cache_path(architecture: str) -> Path:
 def task_classes(seed: int, count: int = 2) -> list[int]:
     generator = torch.Generator().manual_seed(1000 + seed)
     return sorted(torch.randperm(10, generator=generator)[:count].tolist())
+
+
+def config_for(method: str, options: dict[str, Any], **fields: Any) -> PruneConfig:
+    """The configuration a results file's ``method`` and ``options`` describe.
+
+    Options are recorded as the API's keyword arguments of the time, on top of the
+    papers' semantics (the API default then): ``compensate`` and ``adaptive_compensation``
+    are today's ``compensation="always"`` and ``"adaptive"``.
+    """
+    values = {key: value for key, value in options.items() if key not in ("compensate", "adaptive_compensation")}
+    if options.get("adaptive_compensation"):
+        values["compensation"] = "adaptive"
+    elif options.get("compensate"):
+        values["compensation"] = "always"
+    return PruneConfig.paper(method=method, **values, **fields)
 
 
 def run_task(
@@ -54,12 +70,9 @@ def run_task(
         model,
         (to_model_input(references[0]), references[1]),
         classes,
-        method=method,  # type: ignore[arg-type]
-        max_rate=max_rate,
+        config_for(method, options, max_rate=max_rate, seed=seed),
         evaluation=(to_model_input(held_out[0]), held_out[1]),
         progress=False,
-        seed=seed,
-        **options,
     )
     rates = [record.filter_rate for record in result.trajectory]
     per_class_accuracy = [record.eval_accuracy for record in result.trajectory]

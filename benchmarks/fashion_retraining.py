@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fashion_methods import cache_path, task_classes
+from fashion_methods import cache_path, config_for, task_classes
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
@@ -56,8 +56,9 @@ def run_seed(model: torch.nn.Module, seed: int, per_class: int, rates: list[floa
     rows: list[dict[str, Any]] = []
 
     started = time.perf_counter()
-    sd_dpx = prune(model, as_input["references"], classes, method="sd-dpx", max_rate=max(rates), progress=False,
-                   seed=seed, keep_models=True, **SD_DPX)  # fmt: skip
+    sd_dpx = prune(model, as_input["references"], classes,
+                   config_for("sd-dpx", SD_DPX, max_rate=max(rates), seed=seed), progress=False,
+                   keep_models=True)  # fmt: skip
     sd_dpx_seconds = time.perf_counter() - started
     for rate in rates:
         index = min(range(len(sd_dpx.trajectory)), key=lambda i: abs(sd_dpx.trajectory[i].filter_rate - rate))
@@ -67,9 +68,9 @@ def run_seed(model: torch.nn.Module, seed: int, per_class: int, rates: list[floa
                      "seconds": record.seconds})  # fmt: skip
 
         started = time.perf_counter()
-        progressive = prune(model, as_input["references"], classes, method="progressive", max_rate=rate,
-                            training=as_input["training"], training_config=config, progress=False, seed=seed,
-                            **SD_DPX)  # fmt: skip
+        progressive = prune(model, as_input["references"], classes,
+                            config_for("progressive", SD_DPX, max_rate=rate, seed=seed, retraining=config),
+                            training=as_input["training"], progress=False)  # fmt: skip
         seconds = time.perf_counter() - started
         layers = sum(1 for record in progressive.trajectory if record.phase == "retrained")
         rows.append({"method": "progressive", "target_rate": rate,

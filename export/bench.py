@@ -7,8 +7,6 @@ of them alike; the figures to quote are the medians and the ratios between them.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,26 +31,6 @@ class BenchSettings:
     warmup: int = 3
     runs: int = 20
     providers: Sequence[str] = ("cpu",)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "available_providers": ort.get_available_providers(),
-    }
 
 
 def _percentiles(seconds: list[float], batch: int) -> dict[str, float]:

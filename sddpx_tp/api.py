@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,12 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from sddpx_tp.config import PruneConfig
+from sddpx_tp.methods import check_config
 from sddpx_tp.models import restrict_to_classes
 from sddpx_tp.progressive import finetune
-from sddpx_tp.relevance import RelevanceConfig
-from sddpx_tp.schedules import Method, ScheduleConfig, run_schedule
 from sddpx_tp.surgery import PrunableModel
-from sddpx_tp.training import TrainingConfig
 from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
 
 
@@ -30,11 +28,11 @@ class ResumePoint:
 
 @dataclass
 class PruneResult:
-    """The pruned model (restricted to the chosen classes), its trajectory and the settings."""
+    """The pruned model (restricted to the chosen classes), its trajectory and the config that made it."""
 
     model: nn.Module
     trajectory: list[StepRecord]
-    settings: dict[str, Any]
+    config: PruneConfig
     classes: list[int]
     models: list[nn.Module] = field(default_factory=list)  # one per step, if asked for
 
@@ -42,7 +40,7 @@ class PruneResult:
         first, last = self.trajectory[0], self.trajectory[-1]
         return {
             "classes": self.classes,
-            "method": self.settings["method"],
+            "method": self.config.method,
             "steps": len(self.trajectory) - 1,
             "filter_rate": last.filter_rate,
             "params_ratio": last.params_ratio,
@@ -78,46 +76,32 @@ def prune(
     model: nn.Module,
     references: LabelledImages,
     classes: Sequence[int],
-    method: Method = "sd-dpx",
-    max_rate: float = 0.9,
+    config: PruneConfig | None = None,
+    *,
     evaluation: LabelledImages | None = None,
-    keep_models: bool = False,
-    progress: bool = True,
-    seed: int = 0,
-    relevance: RelevanceConfig | None = None,
+    training: LabelledImages | None = None,
     device: str | torch.device = "cpu",
+    progress: bool = True,
+    keep_models: bool = False,
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
-    training: LabelledImages | None = None,
-    training_config: TrainingConfig | None = None,
-    **schedule_options: Any,
 ) -> PruneResult:
     """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
 
-    ``references`` and ``evaluation`` are ``(images, labels)`` with labels given as
-    the model's output indices (e.g. ImageNet class indices). ``schedule_options``
-    are the other fields of :class:`ScheduleConfig` (``step``, ``max_excluded``,
-    ``min_step``, ``order_change``, ``rate_change``, ``min_channels``, ``round_to``,
-    ``compensate``, ``class_floor``, ``patience``, ``masked_trials``, ``hold``).
+    ``references``, ``evaluation`` and ``training`` are ``(images, labels)`` with
+    labels given as the model's output indices (e.g. ImageNet class indices).
+    ``config`` holds every setting; the default is :meth:`PruneConfig.recommended`
+    (what ``sddpx-tp prune`` runs), :meth:`PruneConfig.paper` gives the papers'
+    semantics. ``evaluation`` is measured at every accepted step and never guides the
+    method. ``training`` is for the methods that retrain: ``method="progressive"``,
+    or ``config.retraining.finetune_epochs`` > 0 after the others.
+
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run.
-
-    ``training`` (same form as ``references``) is for the methods that retrain:
-    ``method="progressive"`` and ``training_config.finetune_epochs`` > 0 after the
-    others; ``training_config`` holds epochs, learning rate, batch size, optimizer.
     """
-    training_config = training_config or TrainingConfig()
-    if training is None and (method == "progressive" or training_config.finetune_epochs > 0):
-        raise ValueError("progressive retraining and fine-tuning need training images (training=...)")
-    if method == "progressive" and training_config.finetune_epochs > 0:
-        raise ValueError("finetune_epochs is for px/dpx/sd-dpx: progressive retraining retrains as it goes")
-    config = ScheduleConfig(
-        method=method,
-        max_rate=max_rate,
-        relevance=relevance or RelevanceConfig(normalize=True),
-        **schedule_options,
-    )
-    torch.manual_seed(seed)
+    config = config or PruneConfig.recommended()
+    method = check_config(config, has_training=training is not None)
+    torch.manual_seed(config.seed)
     device = torch.device(device)
     references = _on_device(_to_class_positions(references, classes, "reference"), device)
     if evaluation is not None:
@@ -134,26 +118,22 @@ def prune(
         evaluation=evaluation,
         keep_models=keep_models,
         progress=progress,
-        max_rate=max_rate,
+        max_rate=config.max_rate,
         on_accept=on_accept,
         resume=None if resume is None else (resume.trajectory, resume.schedule_state),
         training=training,
-        training_config=training_config,
+        training_config=config.retraining,
     )
     try:
-        run_schedule(session, config)
-        if training_config.finetune_epochs > 0 and session.trajectory[-1].phase != "finetuned":
-            finetune(session, seed=seed)
+        method.run(session, config)
+        if config.retraining.finetune_epochs > 0 and session.trajectory[-1].phase != "finetuned":
+            finetune(session, seed=config.seed)
     finally:
         session.close()
-    settings = dataclasses.asdict(config)
-    settings["seed"] = seed
-    if training is not None:
-        settings["training"] = dataclasses.asdict(training_config)
     return PruneResult(
         model=session.current.model,
         trajectory=session.trajectory,
-        settings=settings,
+        config=config,
         classes=list(classes),
         models=session.models,
     )

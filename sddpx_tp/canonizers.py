@@ -1,10 +1,11 @@
-"""Which zennit canonizers an architecture needs, and the residual canonizers zennit lacks.
+"""The canonizers zennit lacks, and the checks that refuse what no canonizer makes correct.
 
 LRP is only correct on a *canonical* graph: BatchNorm folded into the conv before it,
 and every residual addition done by a module (zennit's ``Sum``) so that a rule can
 split relevance between the branches. A bare ``x + f(x)`` passes the whole relevance
-to both branches and doubles it at every block. An architecture this module does not
-recognise is refused with :class:`UnsupportedArchitectureError`, never guessed at.
+to both branches and doubles it at every block. Which family gets which of these
+pieces is recorded in :mod:`sddpx_tp.architectures`; a model it does not recognise
+is refused with :class:`UnsupportedArchitectureError`, never guessed at.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
-from torchvision.models.resnet import BasicBlock, Bottleneck
 from zennit.canonizers import AttributeCanonizer, Canonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm
 from zennit.layer import Sum
-from zennit.torchvision import ResNetCanonizer
 
+# Defined with the other deliberate errors; still importable from here, as before.
+from sddpx_tp.errors import UnsupportedArchitectureError
 
-class UnsupportedArchitectureError(ValueError):
-    """Raised when relevance cannot be propagated correctly through a model."""
+__all__ = [
+    "UnsupportedArchitectureError",
+    "check_leaves",
+    "check_plain_feed_forward",
+    "efficientnet_lite_canonizers",
+    "efficientnet_types",
+    "mobilenet_v2_canonizers",
+    "refuse_foreign_inverted_residuals",
+    "refuse_squeeze_excitation",
+]
 
 
 def _mobilenet_v2_block_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +68,26 @@ def _attribute_canonizer(block_type: type, attributes: Callable[[nn.Module], dic
     return AttributeCanonizer(attribute_map)
 
 
-def _efficientnet_types() -> tuple[type, type, type] | None:
+def mobilenet_v2_canonizers(model: nn.Module) -> list[Canonizer]:
+    """torchvision's MobileNetV2: folded BatchNorms, a ``Sum`` module per residual, a pooling module."""
+    return [
+        SequentialMergeBatchNorm(),
+        _attribute_canonizer(
+            InvertedResidual,
+            lambda block: {"forward": _mobilenet_v2_block_forward.__get__(block), "canonizer_sum": Sum()},
+        ),
+        _attribute_canonizer(
+            MobileNetV2,
+            lambda net: {
+                "forward": _mobilenet_v2_forward.__get__(net),
+                "canonizer_pool": nn.AdaptiveAvgPool2d(1),
+            },
+        ),
+    ]
+
+
+def efficientnet_types() -> tuple[type, type, type] | None:
+    """EfficientNet, its MBConvBlock and its padding Identity; None without ``efficientnet_lite_pytorch``."""
     try:
         from efficientnet_lite_pytorch.model import EfficientNet, MBConvBlock
         from efficientnet_lite_pytorch.utils import Identity
@@ -85,6 +113,35 @@ def _efficientnet_bn_pairs(model: nn.Module) -> list[tuple[list[str], str]]:
     return pairs
 
 
+def efficientnet_lite_canonizers(model: nn.Module) -> list[Canonizer]:
+    """EfficientNet-Lite: BatchNorms folded by name, a ``Sum`` module per residual."""
+    types = efficientnet_types()
+    assert types is not None, "only called for a model of efficientnet_lite_pytorch, which is then importable"
+    return [
+        NamedMergeBatchNorm(_efficientnet_bn_pairs(model)),
+        _attribute_canonizer(
+            types[1],
+            lambda block: {"forward": _efficientnet_block_forward.__get__(block), "canonizer_sum": Sum()},
+        ),
+    ]
+
+
+def refuse_squeeze_excitation(model: nn.Module) -> None:
+    """EfficientNet's squeeze-excitation gates multiply two activations: no LRP rule splits that."""
+    if any(getattr(block, "has_se", False) for block in model._blocks):  # type: ignore[union-attr]
+        raise UnsupportedArchitectureError(
+            "EfficientNet with squeeze-excitation gates is not supported (only the Lite variants)"
+        )
+
+
+def refuse_foreign_inverted_residuals(model: nn.Module) -> None:
+    """MobileNetV2 blocks are only canonized inside torchvision's MobileNetV2, whose forward we replace."""
+    if any(isinstance(module, InvertedResidual) for module in model.modules()):
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} uses MobileNetV2 blocks outside torchvision's MobileNetV2; not supported"
+        )
+
+
 # Functions and methods that a plain feed-forward graph may contain between modules.
 _SHAPE_ONLY_OPS = {torch.flatten, torch.reshape, operator.getitem, getattr}
 _SHAPE_ONLY_METHODS = {"view", "reshape", "flatten", "size", "contiguous"}
@@ -106,7 +163,8 @@ _ALLOWED_LEAF_TYPES: tuple[type, ...] = (
 )
 
 
-def _check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
+def check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
+    """Refuse a model with a leaf layer that has no LRP rule (``extra_types`` are allowed too)."""
     allowed = _ALLOWED_LEAF_TYPES + extra_types
     for name, module in model.named_modules():
         if next(module.children(), None) is None and not isinstance(module, allowed):
@@ -116,9 +174,10 @@ def _check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
             )
 
 
-def _check_plain_feed_forward(model: nn.Module) -> None:
+def check_plain_feed_forward(model: nn.Module) -> None:
     """Refuse graphs with residual adds, products or concatenations we have no canonizer for."""
     try:
+        # Looked up on torch.fx at call time (not imported by name) so a test can count the traces.
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as error:
         raise UnsupportedArchitectureError(
@@ -137,52 +196,3 @@ def _check_plain_feed_forward(model: nn.Module) -> None:
                 f"{type(model).__name__} calls tensor method {node.target!r} at {node.name!r}; "
                 "relevance through it would be wrong"
             )
-
-
-def canonizers_for(model: nn.Module) -> list[Canonizer]:
-    """The zennit canonizers that make ``model`` canonical for LRP.
-
-    Raises :class:`UnsupportedArchitectureError` for a model whose relevance would be
-    silently wrong (unknown residual blocks, gating products, unknown layers).
-    """
-    modules = list(model.modules())
-    if any(isinstance(module, (BasicBlock, Bottleneck)) for module in modules):
-        _check_leaves(model)
-        return [ResNetCanonizer()]
-    if isinstance(model, MobileNetV2):
-        _check_leaves(model)
-        return [
-            SequentialMergeBatchNorm(),
-            _attribute_canonizer(
-                InvertedResidual,
-                lambda block: {"forward": _mobilenet_v2_block_forward.__get__(block), "canonizer_sum": Sum()},
-            ),
-            _attribute_canonizer(
-                MobileNetV2,
-                lambda net: {
-                    "forward": _mobilenet_v2_forward.__get__(net),
-                    "canonizer_pool": nn.AdaptiveAvgPool2d(1),
-                },
-            ),
-        ]
-    efficientnet = _efficientnet_types()
-    if efficientnet is not None and isinstance(model, efficientnet[0]):
-        if any(getattr(block, "has_se", False) for block in model._blocks):  # type: ignore[union-attr]
-            raise UnsupportedArchitectureError(
-                "EfficientNet with squeeze-excitation gates is not supported (only the Lite variants)"
-            )
-        _check_leaves(model, extra_types=(efficientnet[2],))  # its own Identity pads nothing
-        return [
-            NamedMergeBatchNorm(_efficientnet_bn_pairs(model)),
-            _attribute_canonizer(
-                efficientnet[1],
-                lambda block: {"forward": _efficientnet_block_forward.__get__(block), "canonizer_sum": Sum()},
-            ),
-        ]
-    if any(isinstance(module, InvertedResidual) for module in modules):
-        raise UnsupportedArchitectureError(
-            f"{type(model).__name__} uses MobileNetV2 blocks outside torchvision's MobileNetV2; not supported"
-        )
-    _check_leaves(model)
-    _check_plain_feed_forward(model)
-    return [SequentialMergeBatchNorm()]

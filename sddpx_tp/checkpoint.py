@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,27 @@ from torch import nn
 FORMAT = "sddpx-tp/pruned-model/1"
 
 # The attributes that record a layer's width; torch-pruning updates them when it prunes.
-_WIDTH_ATTRIBUTES: dict[type, tuple[str, ...]] = {
-    nn.Conv2d: ("in_channels", "out_channels", "groups"),
-    nn.Linear: ("in_features", "out_features"),
-    nn.BatchNorm2d: ("num_features",),
-    nn.BatchNorm1d: ("num_features",),
-}
+# Facts about layer types, whatever the architecture family: looked up only through
+# _width_attributes, first match by isinstance, as architectures.family_of does for records.
+_WIDTH_ATTRIBUTES: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
+    (nn.Conv2d, ("in_channels", "out_channels", "groups")),
+    (nn.Linear, ("in_features", "out_features")),
+    (nn.BatchNorm2d, ("num_features",)),
+    (nn.BatchNorm1d, ("num_features",)),
+)
+
+
+def _width_attributes(module: nn.Module) -> tuple[str, ...]:
+    """The attributes that hold ``module``'s width (none for a layer whose shape pruning cannot change)."""
+    return next((attributes for layer_type, attributes in _WIDTH_ATTRIBUTES if isinstance(module, layer_type)), ())
 
 
 def _widths(model: nn.Module) -> dict[str, dict[str, int]]:
     widths = {}
     for name, module in model.named_modules():
-        for layer_type, attributes in _WIDTH_ATTRIBUTES.items():
-            if isinstance(module, layer_type):
-                widths[name] = {attribute: int(getattr(module, attribute)) for attribute in attributes}
+        attributes = _width_attributes(module)
+        if attributes:
+            widths[name] = {attribute: int(getattr(module, attribute)) for attribute in attributes}
     return widths
 
 
@@ -106,11 +112,3 @@ def load_pruned(path: Path, architecture: nn.Module) -> nn.Module:
 def save_full_model(model: nn.Module, path: Path) -> None:
     """The convenience format: one pickled file (loading it runs code; use only your own files)."""
     atomic_write(Path(path), lambda temporary: torch.save(model, temporary))
-
-
-def load_full_model(path: Path) -> nn.Module:
-    warnings.warn(f"loading {path} unpickles Python objects: only do this with files you trust", stacklevel=2)
-    model = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{path} does not hold a torch model")
-    return model.eval()

@@ -19,6 +19,8 @@ from torch import nn
 from torchvision.models import mobilenet_v2, resnet18
 from tqdm.auto import tqdm
 
+from sddpx_tp.checkpoint import atomic_write
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
     "T-shirt/top",
@@ -132,10 +134,7 @@ def cached_source_model(cache: Path, **training: object) -> nn.Module:
         model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
         return model.eval()
     model = train_source_model(**training)  # type: ignore[arg-type]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_name(cache.name + ".tmp")
-    torch.save(model.state_dict(), temporary)
-    temporary.replace(cache)
+    atomic_write(cache, lambda temporary: torch.save(model.state_dict(), temporary))
     return model
 
 

@@ -10,7 +10,7 @@ torch-pruning's own ``BasePruner`` stays correct.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch_pruning as tp
@@ -32,9 +32,6 @@ class LRPImportance(tp.importance.Importance):
         pruner = tp.pruner.BasePruner(model, example_inputs, importance, global_pruning=True,
                                       pruning_ratio=0.3, ignored_layers=[model.fc])
         pruner.step()
-
-    Channels can be *protected* (scored as +inf, so never chosen) with
-    :meth:`protect`; SD-DPX's change of pruning order uses this.
     """
 
     def __init__(
@@ -52,7 +49,6 @@ class LRPImportance(tp.importance.Importance):
         # magnitude between layers, and global ranking on them empties whole layers.
         self.config = config or RelevanceConfig(normalize=True)
         self.relevance_passes = 0
-        self.protected: dict[str, set[int]] = {}
         self.relevance: dict[str, torch.Tensor] = dict(relevance) if relevance is not None else {}
         if relevance is None:
             self.refresh()
@@ -64,13 +60,6 @@ class LRPImportance(tp.importance.Importance):
         with torch.enable_grad():
             self.relevance = filter_relevance(self.model, self.references, self.config)
         self.relevance_passes += 1
-
-    def protect(self, conv_name: str, channels: Iterable[int]) -> None:
-        """Score the group channels containing these filters of ``conv_name`` as maximal."""
-        self.protected.setdefault(conv_name, set()).update(int(channel) for channel in channels)
-
-    def clear_protection(self) -> None:
-        self.protected.clear()
 
     def _is_stale(self) -> bool:
         return any(
@@ -85,7 +74,6 @@ class LRPImportance(tp.importance.Importance):
             self.refresh()
         names = {module: name for name, module in self.model.named_modules()}
         scores: torch.Tensor | None = None
-        protected: list[int] = []
         for item in group:
             dep, idxs = item.dep, item.idxs
             module = dep.target.module
@@ -99,18 +87,13 @@ class LRPImportance(tp.importance.Importance):
             if scores is None:
                 scores = torch.zeros(len(group[0].idxs), dtype=torch.float32)
             scores.scatter_add_(0, root_idxs, member)
-            if name in self.protected:
-                protected.extend(
-                    int(root)
-                    for root, idx in zip(root_idxs.tolist(), idxs, strict=True)
-                    if int(idx) in self.protected[name]
-                )
-        if scores is not None and protected:
-            scores[torch.as_tensor(protected, dtype=torch.long)] = float("inf")
         return scores
 
 
+# The handlers a dependency graph uses to remove output channels: its registered per-layer-type
+# pruners' (what ``DependencyGraph.is_out_channel_pruning_fn`` checks; an importance sees no graph).
+_OUT_CHANNEL_HANDLERS = {pruner.prune_out_channels for pruner in tp.pruner.function.PrunerBox.values() if pruner}
+
+
 def _prunes_out_channels(handler: object) -> bool:
-    # torch-pruning's handlers are bound methods of per-layer-type pruners (conv,
-    # depthwise conv, ...): compare by name, not identity.
-    return getattr(handler, "__name__", "") == "prune_out_channels"
+    return handler in _OUT_CHANNEL_HANDLERS

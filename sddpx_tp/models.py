@@ -8,13 +8,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sddpx_tp.architectures import family_of
+
 
 def classifier_name(model: nn.Module) -> str:
-    """Qualified name of the last ``nn.Linear`` in module order: the class head."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear head to restrict to chosen classes")
-    return names[-1]
+    """Qualified name of the class head, as ``model``'s family record finds it (by default the last Linear).
+
+    Only the family is looked up, not its support checks: a model relevance cannot
+    run on may still be restricted and pruned by other criteria.
+    """
+    return family_of(model).classifier(model)
 
 
 def restrict_to_classes(model: nn.Module, classes: Sequence[int]) -> nn.Module:

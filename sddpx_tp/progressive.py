@@ -15,18 +15,16 @@ It uses the engine's relevance, candidates, masked trials and physical removal, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sddpx_tp.compensation import input_channel_means
+from sddpx_tp.config import PruneConfig
+from sddpx_tp.methods import compensation_for, register_method
 from sddpx_tp.metrics import harmonic_mean
 from sddpx_tp.training import modules_up_to, train
 from sddpx_tp.trajectory import PruningSession
 
-if TYPE_CHECKING:
-    from sddpx_tp.schedules import ScheduleConfig
 
-
-def run_progressive(session: PruningSession, config: ScheduleConfig) -> None:
+@register_method("progressive", needs_training=True, retrains=True)
+def run_progressive(session: PruningSession, config: PruneConfig) -> None:
     if session.training is None:
         raise ValueError("progressive retraining needs training images")
     state = session.schedule_state
@@ -45,7 +43,7 @@ def run_progressive(session: PruningSession, config: ScheduleConfig) -> None:
         _retrain_up_to(session, layer, seed=index)
 
 
-def _prune_layer(session: PruningSession, config: ScheduleConfig, layer: str) -> None:
+def _prune_layer(session: PruningSession, config: PruneConfig, layer: str) -> None:
     current = session.current
     scores = current.group_scores(session.relevance(current)).get(layer)
     if scores is None:  # nothing left to prune in this group
@@ -53,7 +51,7 @@ def _prune_layer(session: PruningSession, config: ScheduleConfig, layer: str) ->
         return
     budget = round(config.max_rate * len(scores.scores)) * scores.filters_per_channel
     chosen = current.select(current.candidates({layer: scores}), budget)
-    means = input_channel_means(current.model, session.references[0]) if config.compensate else None
+    means = input_channel_means(current.model, session.references[0]) if compensation_for(config) == "always" else None
     tried: list[float] = []
     if config.hold is not None and chosen:
         # The largest prefix (halving) that keeps reference H within ``hold`` of the layer's start.

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
-from sddpx_tp.errors import UserError
+from sddpx_tp.errors import SettingError, UserError, literal
 from sddpx_tp.registry import ModelSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -77,9 +77,9 @@ def resolve_class(folder: str, spec: ModelSpec, num_outputs: int) -> int:
             raise UserError(f"class folder {folder!r} is not one of the ImageNet-1k WordNet IDs")
         return int(index)
     if spec.class_names is None:
-        raise UserError(
-            f"class folder {folder!r} is a name, but the model has no class names: "
-            "name folders by output index or pass --labels FILE"
+        raise SettingError(
+            f"class folder {literal(repr(folder))} is a name, but the model has no class names: "
+            "name folders by output index or give a class names file ({labels})"
         )
     wanted = folder.replace("_", " ").lower()
     matches = [index for index, name in enumerate(spec.class_names) if name.lower() == wanted]
@@ -131,7 +131,10 @@ def load_image_folder(
     if chosen:
         unknown = [name for name in chosen if name not in folders]
         if unknown:
-            raise UserError(f"--classes names {unknown} are not folders of {root} (it has: {', '.join(folders)})")
+            raise SettingError(
+                f"{{class_folders}} names {literal(unknown)} are not folders of {literal(root)} "
+                f"(it has: {literal(', '.join(folders))})"
+            )
         folders = list(chosen)
     if len(folders) < 2:
         raise UserError(f"{role} folder {root} needs at least two class folders, found {folders}")
@@ -154,7 +157,9 @@ def load_image_folder(
                 image = _read_image(path)
             except (UnidentifiedImageError, OSError, ValueError) as error:
                 if strict:
-                    raise UserError(f"unreadable image {path}: {error} (drop --strict to skip such files)") from None
+                    raise SettingError(
+                        f"unreadable image {literal(path)}: {literal(error)} (drop {{strict}} to skip such files)"
+                    ) from None
                 skipped.append((path, str(error)))  # the caller reports these
                 continue
             images.append(transform(image))

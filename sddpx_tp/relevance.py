@@ -27,12 +27,13 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES
 from zennit.core import Composite, stabilize
 from zennit.layer import Sum
 from zennit.types import Activation, AvgPool, BatchNorm
 
-from sddpx_tp.canonizers import canonizers_for
+from sddpx_tp.architectures import ArchitectureSupport, canonizers_for
 
 Aggregation = Literal["dpx", "px"]
 StartRelevance = Literal["one_hot", "one_hot_logit"]
@@ -88,15 +89,20 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
 
 
 def filter_relevance(
-    model: nn.Module, references: References, config: RelevanceConfig | None = None
+    model: nn.Module,
+    references: References,
+    config: RelevanceConfig | None = None,
+    support: ArchitectureSupport | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-filter relevance for every Conv2d: ``{name: tensor of length out_channels}``.
 
     ``references`` is ``(images, labels)`` or an iterable of such batches; labels are
-    indices into the model's outputs and select the start relevance.
+    indices into the model's outputs and select the start relevance. ``support`` is
+    the model's :func:`~sddpx_tp.architectures.support_for` record, when the caller
+    has already checked it; otherwise it is looked up (and the model checked) once.
     """
     config = config or RelevanceConfig()
-    per_layer = layer_relevance(model, references, conv_layers(model), config)
+    per_layer = layer_relevance(model, references, conv_layers(model), config, support)
     scores = {}
     for name, relevance in per_layer.items():
         # DPX: sum of |R| over images and space. PX: sum over images of |sum over space of R|.
@@ -112,18 +118,25 @@ def layer_relevance(
     references: References,
     layers: Mapping[str, nn.Module],
     config: RelevanceConfig | None = None,
+    support: ArchitectureSupport | None = None,
 ) -> dict[str, LayerRelevance]:
-    """Relevance at the output of each module in ``layers`` (convs, blocks, stages)."""
+    """Relevance at the output of each module in ``layers`` (convs, blocks, stages).
+
+    ``support`` as for :func:`filter_relevance`: given, it is trusted; None, the model
+    is checked once for this call, not once per batch.
+    """
     config = config or RelevanceConfig()
     collected: dict[str, list[LayerRelevance]] = {name: [] for name in layers}
     device = next(model.parameters()).device
     with _frozen_eval(model):
+        # Checking may fx-trace the model; canonizers are reusable (each apply registers fresh copies).
+        canonizers = canonizers_for(model) if support is None else support.canonizers(model)
         for images, labels in _chunks(references, config.chunk_size):
             images, labels = images.to(device), labels.to(device)
             if config.resolved_engine == "fast":
-                chunk = _fast_pass(model, images, labels, layers, config)
+                chunk = _fast_pass(model, images, labels, layers, config, canonizers)
             else:
-                chunk = _zennit_pass(model, images, labels, layers, config)
+                chunk = _zennit_pass(model, images, labels, layers, config, canonizers)
             for name, relevance in chunk.items():
                 collected[name].append(relevance)
     missing = [name for name, parts in collected.items() if not parts]
@@ -169,8 +182,8 @@ def _frozen_eval(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _canonized(model: nn.Module) -> Iterator[list[object]]:
-    instances = [instance for canonizer in canonizers_for(model) for instance in canonizer.apply(model)]
+def _canonized(model: nn.Module, canonizers: list[Canonizer]) -> Iterator[list[object]]:
+    instances = [instance for canonizer in canonizers for instance in canonizer.apply(model)]
     try:
         yield instances
     finally:
@@ -195,8 +208,9 @@ def _zennit_pass(
     labels: torch.Tensor,
     layers: Mapping[str, nn.Module],
     config: RelevanceConfig,
+    canonizers: list[Canonizer],
 ) -> dict[str, LayerRelevance]:
-    composite: Composite = COMPOSITES[config.composite](canonizers=canonizers_for(model))
+    composite: Composite = COMPOSITES[config.composite](canonizers=canonizers)
     results: dict[str, LayerRelevance] = {}
     handles = []
 
@@ -337,9 +351,10 @@ def _fast_pass(
     labels: torch.Tensor,
     layers: Mapping[str, nn.Module],
     config: RelevanceConfig,
+    canonizers: list[Canonizer],
 ) -> dict[str, LayerRelevance]:
     results: dict[str, LayerRelevance] = {}
-    with _canonized(model) as instances:
+    with _canonized(model, canonizers) as instances:
         merged = {getattr(instance, "batch_norm", None) for instance in instances}
         rules = _FastRules(model, {module for module in merged if module is not None})
         # Registered after the rules so each capture sees the rule's output tensor.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -11,29 +10,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
-import onnxruntime
-import torch
-import torch_pruning
-import zennit
 
-from sddpx_tp import __version__
 from sddpx_tp.checkpoint import atomic_write
+from sddpx_tp.environment import environment
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
-from sddpx_tp.runstore import write_json
+from sddpx_tp.run_directory import RunDirectory, write_json, write_text
 from sddpx_tp.trajectory import StepRecord
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "sddpx_tp": __version__,
-        "torch": torch.__version__,
-        "torch_pruning": getattr(torch_pruning, "__version__", "unknown"),
-        "zennit": getattr(zennit, "__version__", "unknown"),
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-    }
 
 
 def _aucs(trajectory: list[StepRecord], source: str) -> dict[str, float] | None:
@@ -109,9 +91,9 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     first, last = trajectory[0], trajectory[-1]
     settings = report["settings"]
     lines = [
-        f"# sddpx-tp pruning report: {settings['model']}",
+        f"# sddpx-tp pruning report: {settings['model']['name']}",
         "",
-        f"Method **{settings['method']}**, classes: {', '.join(class_labels)}, "
+        f"Method **{settings['config']['method']}**, classes: {', '.join(class_labels)}, "
         f"{last['step']} accepted steps in {last['seconds']:.0f} s "
         f"({last['relevance_passes']} relevance passes, {last['evaluations']} evaluations).",
         "",
@@ -188,21 +170,20 @@ def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def refresh_run_report(run: Path) -> None:
-    """Fold the run's export.json and bench.json into report.json and report.md."""
-    report_path = run / "report.json"
-    report = json.loads(report_path.read_text())
-    for key, name in (("export", "export.json"), ("benchmark", "bench.json"), ("latency_curve", "latency_curve.json")):
-        if (run / name).is_file():
-            report[key] = json.loads((run / name).read_text())
-    write_json(report_path, report)
+def refresh_run_report(run: RunDirectory) -> None:
+    """Fold the run's export, benchmark and latency-curve files into report.json and report.md."""
+    report = run.report()
+    for key, path in (("export", run.export_json), ("benchmark", run.bench_json),
+                      ("latency_curve", run.latency_curve_json)):  # fmt: skip
+        if path.is_file():
+            report[key] = json.loads(path.read_text())
+    write_json(run.report_json, report)
     labels = [str(entry["label"]) for entry in report["classes"]]
-    markdown = render_markdown(report, labels, "accuracy.png")
-    atomic_write(run / "report.md", lambda temporary: temporary.write_text(markdown))
+    write_text(run.report_md, render_markdown(report, labels, run.accuracy_plot.name))
 
 
 def write_report(
-    run: Path,
+    run: RunDirectory,
     trajectory: list[StepRecord],
     settings: dict[str, Any],
     classes: list[dict[str, Any]],
@@ -210,8 +191,7 @@ def write_report(
 ) -> dict[str, Any]:
     report = build_report(trajectory, settings, classes, notes)
     labels = [str(entry["label"]) for entry in classes]
-    plot_accuracy(trajectory, labels, run / "accuracy.png")
-    write_json(run / "report.json", report)
-    markdown = render_markdown(report, labels, "accuracy.png")
-    atomic_write(run / "report.md", lambda temporary: temporary.write_text(markdown))
+    plot_accuracy(trajectory, labels, run.accuracy_plot)
+    write_json(run.report_json, report)
+    write_text(run.report_md, render_markdown(report, labels, run.accuracy_plot.name))
     return report

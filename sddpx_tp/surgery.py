@@ -84,7 +84,7 @@ class PrunableModel:
             {
                 names[item.dep.target.module]
                 for item in group
-                if getattr(item.dep.handler, "__name__", "") == "prune_in_channels" and item.dep.target.module in names
+                if self.graph.is_in_channel_pruning_fn(item.dep.handler) and item.dep.target.module in names
             }
         )
 
@@ -100,7 +100,7 @@ class PrunableModel:
                 1
                 for item in group
                 if isinstance(item.dep.target.module, nn.Conv2d)
-                and getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
+                and self.graph.is_out_channel_pruning_fn(item.dep.handler)
             )
             found[root] = GroupScores(root, scores.tolist(), filters)
         return found
@@ -134,11 +134,6 @@ class PrunableModel:
         found.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
         return [Candidate(mean, root, channels, filters) for mean, root, _, channels, filters in found]
 
-    def channels(self, root: str) -> int:
-        module = self.model.get_submodule(root)
-        assert isinstance(module, nn.Conv2d)
-        return module.out_channels
-
     @staticmethod
     def select(candidates: Iterable[Candidate], filter_budget: int) -> list[Candidate]:
         """The lowest candidates worth ``filter_budget`` filters.
@@ -170,7 +165,7 @@ class PrunableModel:
             groups.append(group)
             for item in group:
                 consumer = item.dep.target.module
-                if consumer in names and getattr(item.dep.handler, "__name__", "") == "prune_in_channels":
+                if consumer in names and self.graph.is_in_channel_pruning_fn(item.dep.handler):
                     removed_inputs.setdefault(names[consumer], []).extend(int(index) for index in item.idxs)
         return groups, removed_inputs
 

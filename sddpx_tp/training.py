@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from sddpx_tp.errors import SettingError
+
 Optimizer = Literal["adamw", "sgd"]
 OPTIMIZERS: tuple[Optimizer, ...] = ("adamw", "sgd")
 
@@ -33,15 +35,15 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, not {self.epochs}")
+            raise SettingError(f"{{epochs}} must be >= 1, not {self.epochs}")
         if self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, not {self.finetune_epochs}")
+            raise SettingError(f"{{finetune_epochs}} must be >= 0, not {self.finetune_epochs}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+            raise SettingError(f"{{lr}} must be positive, not {self.lr}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
+            raise SettingError(f"{{batch_size}} must be >= 1, not {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+            raise SettingError(f"{{optimizer}} must be one of {OPTIMIZERS}, not {self.optimizer!r}")
 
 
 def modules_up_to(model: nn.Module, last: str) -> list[str]:

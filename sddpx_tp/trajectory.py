@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sddpx_tp.architectures import support_for
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.surgery import PrunableModel
@@ -86,6 +87,8 @@ class PruningSession:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
         trajectory and schedule state, and ``model`` is its last accepted model."""
         self.current = model
+        # Checked once per run (an fx trace for plain nets); pruning never changes the family.
+        self.architecture = support_for(model.model)
         self.references = references
         self.evaluation = evaluation
         self.classes = classes
@@ -120,7 +123,7 @@ class PruningSession:
 
     def relevance(self, model: PrunableModel) -> dict[str, torch.Tensor]:
         self.relevance_passes += 1
-        return filter_relevance(model.model, self.references, self.relevance_config)
+        return filter_relevance(model.model, self.references, self.relevance_config, self.architecture)
 
     def evaluate_references(self, model: nn.Module) -> float:
         """H on the reference images; every call counts as one evaluation."""

@@ -10,6 +10,7 @@ from torchvision import models
 
 from sddpx_tp.api import prune
 from sddpx_tp.compensation import input_channel_means
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.surgery import Candidate, PrunableModel
 
 
@@ -47,8 +48,10 @@ def test_removing_a_constant_channel_with_compensation_changes_nothing(batch_nor
 def test_compensated_pruning_runs_on_a_resnet() -> None:
     model = calibrate_batch_norms(models.resnet18(num_classes=10))
     images, labels = torch.randn(8, 3, 32, 32), torch.tensor([1, 3] * 4)
-    plain = prune(model, (images, labels), [1, 3], method="dpx", max_rate=0.3, step=0.15, progress=False)
-    compensated = prune(model, (images, labels), [1, 3], method="dpx", max_rate=0.3, step=0.15, compensate=True,
+    plain = prune(model, (images, labels), [1, 3], PruneConfig.paper(method="dpx", max_rate=0.3, step=0.15),
+                  progress=False)  # fmt: skip
+    compensated = prune(model, (images, labels), [1, 3],
+                        PruneConfig.paper(method="dpx", max_rate=0.3, step=0.15, compensation="always"),
                         progress=False)  # fmt: skip
     assert compensated.trajectory[-1].filters == plain.trajectory[-1].filters
     with torch.no_grad():

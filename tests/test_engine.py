@@ -15,6 +15,7 @@ from torchvision import models
 import sddpx_tp.trajectory as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.checkpoint import load_pruned, save_pruned
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.metrics import (
     auc_lowest_class,
     class_scores,
@@ -55,7 +56,9 @@ def test_prunes_half_the_filters_and_reloads_exactly(architecture: str, tmp_path
     model.eval()
     images = torch.randn(8, 3, 64, 64)
     labels = torch.tensor([1, 3] * 4)
-    result = prune(model, (images, labels), [1, 3], method="dpx", max_rate=0.5, step=0.25, progress=False)
+    result = prune(
+        model, (images, labels), [1, 3], PruneConfig.paper(method="dpx", max_rate=0.5, step=0.25), progress=False
+    )
     first, last = result.trajectory[0], result.trajectory[-1]
     assert last.filter_rate == pytest.approx(0.5, abs=0.02)
     assert last.params < first.params and last.macs < first.macs
@@ -73,7 +76,9 @@ def test_filter_rate_is_counted_exactly() -> None:
     model = calibrate_batch_norms(models.resnet18(num_classes=10))
     before = _conv_filters_by_hand(model)
     images, labels = torch.randn(6, 3, 32, 32), torch.tensor([2, 5] * 3)
-    result = prune(model, (images, labels), [2, 5], method="dpx", max_rate=0.3, step=0.1, progress=False)
+    result = prune(
+        model, (images, labels), [2, 5], PruneConfig.paper(method="dpx", max_rate=0.3, step=0.1), progress=False
+    )
     after = _conv_filters_by_hand(result.model)
     assert result.trajectory[-1].filters == after
     assert result.trajectory[-1].filter_rate == pytest.approx(1 - after / before, abs=1e-12)
@@ -84,7 +89,8 @@ def test_filter_rate_is_counted_exactly() -> None:
 def test_round_to_keeps_every_width_aligned(method: str) -> None:
     model = calibrate_batch_norms(models.mobilenet_v2(num_classes=10))
     images, labels = torch.randn(6, 3, 32, 32), torch.tensor([2, 5] * 3)
-    result = prune(model, (images, labels), [2, 5], method=method, max_rate=0.4, step=0.2, round_to=8, progress=False)
+    config = PruneConfig.paper(method=method, max_rate=0.4, step=0.2, round_to=8)
+    result = prune(model, (images, labels), [2, 5], config, progress=False)
     assert result.trajectory[-1].filter_rate > 0.3
     widths = [m.out_channels for m in result.model.modules() if isinstance(m, nn.Conv2d)]
     assert all(width % 8 == 0 for width in widths), widths
@@ -125,17 +131,8 @@ def test_metrics_against_hand_computed_values() -> None:
 
 def _run(task: tuple, method: str, max_rate: float = 0.8, **options: object) -> PruneResult:
     model, references, evaluation = task
-    return prune(
-        model,
-        references,
-        [0, 6],
-        method=method,
-        max_rate=max_rate,
-        step=0.1,
-        evaluation=evaluation,
-        progress=False,
-        **options,  # type: ignore[arg-type]
-    )
+    config = PruneConfig.paper(method=method, max_rate=max_rate, step=0.1, **options)
+    return prune(model, references, [0, 6], config, evaluation=evaluation, progress=False)
 
 
 def test_trained_model_is_accurate_before_pruning(fashion_task: tuple) -> None:
@@ -194,8 +191,8 @@ def test_rejected_trial_leaves_current_model_untouched(fashion_task: tuple, monk
 def test_bad_settings_are_refused(fashion_task: tuple) -> None:
     model, references, _ = fashion_task
     with pytest.raises(ValueError, match="max_rate"):
-        prune(model, references, [0, 6], max_rate=1.0, progress=False)
+        prune(model, references, [0, 6], PruneConfig.paper(max_rate=1.0), progress=False)
     with pytest.raises(ValueError, match="max_excluded"):
-        prune(model, references, [0, 6], max_excluded=-1, progress=False)
+        prune(model, references, [0, 6], PruneConfig.paper(max_excluded=-1), progress=False)
     with pytest.raises(ValueError, match="not among the chosen classes"):
-        prune(model, references, [0, 5], progress=False)
+        prune(model, references, [0, 5], PruneConfig.paper(), progress=False)

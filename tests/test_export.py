@@ -20,6 +20,7 @@ from torchvision import models
 import sddpx_tp.export.onnx as onnx_module
 from sddpx_tp.api import prune
 from sddpx_tp.cli import main
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.export.onnx import ParityError, export_onnx, initializer_shapes
 
 
@@ -40,7 +41,9 @@ ARCHITECTURES = {
 def _pruned(architecture: str, images: torch.Tensor) -> tuple[nn.Module, nn.Module]:
     model = ARCHITECTURES[architecture]()
     labels = torch.tensor([1, 3] * (len(images) // 2))
-    result = prune(model, (images, labels), [1, 3], method="px", max_rate=0.5, step=0.5, progress=False)
+    result = prune(
+        model, (images, labels), [1, 3], PruneConfig.paper(method="px", max_rate=0.5, step=0.5), progress=False
+    )
     assert result.trajectory[-1].filter_rate == pytest.approx(0.5, abs=0.02)
     return result.model, model
 
@@ -134,7 +137,7 @@ def test_export_without_the_reference_folder_warns_and_uses_random_inputs(finish
     run = tmp_path / "moved"
     shutil.copytree(finished_run, run)
     state = json.loads((run / "state.json").read_text())
-    state["settings"]["refs_dir"] = str(tmp_path / "gone")
+    state["settings"]["images"]["references"] = str(tmp_path / "gone")
     (run / "state.json").write_text(json.dumps(state))
     with pytest.warns(UserWarning, match="reference folder .* is gone; using random inputs"):
         result = CliRunner().invoke(main, ["export", str(run), "--onnx", str(tmp_path / "m.onnx"), "--no-baseline"])

@@ -1,4 +1,4 @@
-"""LRPImportance: group scores from relevance, protection, and use inside torch-pruning's own pruner."""
+"""LRPImportance: group scores from relevance and use inside torch-pruning's own pruner."""
 
 from __future__ import annotations
 
@@ -33,20 +33,6 @@ def test_plain_group_is_its_conv() -> None:
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=references[0][:2])
     group = graph.get_pruning_group(model.layer2[0].conv1, tp.prune_conv_out_channels, idxs=list(range(128)))
     torch.testing.assert_close(importance(group), relevance["layer2.0.conv1"])
-
-
-def test_protected_channels_score_maximal() -> None:
-    model, references = _resnet18_and_references()
-    importance = LRPImportance(model, references)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=references[0][:2])
-    group = graph.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=list(range(64)))
-    # Protecting a filter of any member protects the group channel it belongs to.
-    importance.protect("layer1.1.conv2", [3, 17])
-    scores = importance(group)
-    assert torch.isinf(scores[[3, 17]]).all()
-    assert torch.isfinite(scores[[0, 1, 2, 4]]).all()
-    importance.clear_protection()
-    assert torch.isfinite(importance(group)).all()
 
 
 def test_global_pruning_with_torch_pruning_base_pruner() -> None:

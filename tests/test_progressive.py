@@ -12,6 +12,7 @@ from torch import nn
 
 import sddpx_tp.progressive as progressive_module
 from sddpx_tp.api import PruneResult, ResumePoint, prune
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.fashion import class_subset, load_split, to_model_input
 from sddpx_tp.metrics import per_class_accuracy
 from sddpx_tp.training import TrainingConfig, modules_up_to
@@ -26,10 +27,12 @@ def training_images() -> tuple[torch.Tensor, torch.Tensor]:
     return to_model_input(chosen[0], 28), chosen[1]
 
 
-def _run(task: tuple, training: tuple, method: str = "progressive", **options: Any) -> PruneResult:
+def _run(task: tuple, training: tuple, method: str = "progressive", training_config: TrainingConfig | None = None,
+         **options: Any) -> PruneResult:  # fmt: skip
     model, references, evaluation = task
-    return prune(model, references, [0, 6], method=method, max_rate=0.5, evaluation=evaluation, progress=False,
-                 training=training, **options)  # fmt: skip
+    config = PruneConfig.paper(method=method, max_rate=0.5, retraining=training_config or TrainingConfig())
+    return prune(model, references, [0, 6], config, evaluation=evaluation, progress=False, training=training,
+                 **options)  # fmt: skip
 
 
 def test_retraining_changes_only_what_it_may_and_does_not_lose_training_accuracy(

@@ -10,6 +10,7 @@ from torchvision import models
 import sddpx_tp.trajectory as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.compensation import input_channel_means
+from sddpx_tp.config import PruneConfig
 from sddpx_tp.models import restrict_to_classes
 from sddpx_tp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.surgery import Candidate, PrunableModel
@@ -17,8 +18,8 @@ from sddpx_tp.surgery import Candidate, PrunableModel
 
 def _run(task: tuple, **options: object) -> PruneResult:
     model, references, evaluation = task
-    return prune(model, references, [0, 6], method="sd-dpx", max_rate=0.8, step=0.1, evaluation=evaluation,
-                 progress=False, **options)  # type: ignore[arg-type]  # fmt: skip
+    config = PruneConfig.paper(method="sd-dpx", max_rate=0.8, step=0.1, **options)
+    return prune(model, references, [0, 6], config, evaluation=evaluation, progress=False)
 
 
 @pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
@@ -48,8 +49,8 @@ def test_masked_trial_gives_the_pruned_models_outputs_and_restores_the_model(
 
 
 def test_masked_trials_take_the_same_path_as_pruned_copies(fashion_task: tuple) -> None:
-    masked = _run(fashion_task, max_excluded=2, compensate=True).trajectory
-    copies = _run(fashion_task, max_excluded=2, compensate=True, masked_trials=False).trajectory
+    masked = _run(fashion_task, max_excluded=2, compensation="always").trajectory
+    copies = _run(fashion_task, max_excluded=2, compensation="always", masked_trials=False).trajectory
     assert any(record.attempts > 1 for record in copies), "the search never ran: the test proves nothing"
     assert [(r.filters, r.reference_accuracy, r.eval_accuracy, r.attempts) for r in masked] == [
         (r.filters, r.reference_accuracy, r.eval_accuracy, r.attempts) for r in copies
@@ -81,8 +82,9 @@ def test_class_floor_prefers_attempts_that_keep_every_class(
     monkeypatch.setattr(PrunableModel, "masked", masked)
     monkeypatch.setattr(PrunableModel, "remove", remove)
     model, references, _ = fashion_task
-    prune(model, references, [0, 6], method="sd-dpx", max_rate=0.1, step=0.1, max_excluded=2, rate_change=False,
-          class_floor=floor, progress=False)  # fmt: skip
+    config = PruneConfig.paper(method="sd-dpx", max_rate=0.1, step=0.1, max_excluded=2, rate_change=False,
+                               class_floor=floor)  # fmt: skip
+    prune(model, references, [0, 6], config, progress=False)
     assert len(trials) == 3 and len({tuple(trial) for trial in trials}) == 3
     assert removed == [trials[expected_trial]]
 
@@ -118,12 +120,12 @@ def test_adaptive_compensation_keeps_the_more_confident_variant(
     monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "remove", remove)
     model, references, _ = fashion_task
-    result = prune(model, references, [0, 6], method="sd-dpx", max_rate=0.1, step=0.1, adaptive_compensation=True,
-                   progress=False)  # fmt: skip
+    config = PruneConfig.paper(method="sd-dpx", max_rate=0.1, step=0.1, compensation="adaptive")
+    result = prune(model, references, [0, 6], config, progress=False)
     assert result.trajectory[-1].evaluations == 3  # the unpruned model, then one trial in two variants
     assert removals == [compensation_wins]
 
 
 def test_adaptive_compensation_needs_masked_trials(fashion_task: tuple) -> None:
     with pytest.raises(ValueError, match="masked_trials"):
-        _run(fashion_task, adaptive_compensation=True, masked_trials=False)
+        _run(fashion_task, compensation="adaptive", masked_trials=False)

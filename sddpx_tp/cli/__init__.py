@@ -1,7 +1,8 @@
-"""The ``sddpx-tp`` command line: one click verb per pipeline stage.
+"""The ``sddpx-tp`` command line: one click verb per module; each parses, calls the library, prints.
 
-Every user error (click's usage errors and :class:`UserError`) becomes one line on
-stderr and exit code 2; an interrupt exits with 130 and says how to resume.
+Every user error (click's usage errors and the library's :class:`UserError`) becomes
+one line on stderr and exit code 2, with the library's setting names shown as this
+command line's flags; an interrupt exits with 130 and says how to resume.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from typing import Any
 import click
 
 from sddpx_tp import __version__
-from sddpx_tp.errors import UserError
+from sddpx_tp.cli.flags import flag
+from sddpx_tp.errors import Interrupted, SettingError, UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class Interrupted(Exception):
-    """A run stopped by SIGINT; its message says how to continue."""
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
@@ -42,10 +40,18 @@ class _OneLineErrors(click.Group):
             # Usage errors are 2; a command's own exceptions may carry a documented code (export: 3).
             sys.exit(EXIT_USAGE if error.exit_code == 1 else error.exit_code)
         except UserError as error:
-            click.echo(f"sddpx-tp: error: {error}", err=True)
+            message = error.render(flag) if isinstance(error, SettingError) else str(error)
+            click.echo(f"sddpx-tp: error: {message}", err=True)
             sys.exit(EXIT_USAGE)
-        except (Interrupted, KeyboardInterrupt, click.exceptions.Abort) as stop:
-            click.echo(f"sddpx-tp: interrupted{': ' + str(stop) if str(stop) else ''}", err=True)
+        except Interrupted as stop:
+            click.echo(
+                f"sddpx-tp: interrupted: the run in {stop.run} stopped after its last accepted step; "
+                "continue it with --resume",
+                err=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("sddpx-tp: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         if isinstance(result, int) and result != 0:  # an Exit code returned in non-standalone mode
             sys.exit(result)
@@ -59,11 +65,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    # Verbs live in their own modules; importing them here keeps `sddpx-tp --help` complete.
-    from sddpx_tp.cli_export import bench_command, export_command
-    from sddpx_tp.cli_prune import prune_command
-    from sddpx_tp.cli_report import report_command
-    from sddpx_tp.demo import demo_command
+    # Verbs live in their own modules, which import only the library (never this module).
+    from sddpx_tp.cli.bench import bench_command
+    from sddpx_tp.cli.demo import demo_command
+    from sddpx_tp.cli.export import export_command
+    from sddpx_tp.cli.prune import prune_command
+    from sddpx_tp.cli.report import report_command
 
     for command in (demo_command, prune_command, export_command, bench_command, report_command):
         main.add_command(command)

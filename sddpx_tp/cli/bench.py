@@ -1,0 +1,42 @@
+"""``sddpx-tp bench``: latency, throughput and size of an ONNX model (or a run's exports) against a baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sddpx_tp.errors import UserError
+from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table
+from sddpx_tp.run_directory import RunDirectory
+from sddpx_tp.run_export import bench_files, bench_run
+
+
+@click.command("bench")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path), help="ONNX file to compare against")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 32), help="repeatable")
+@click.option("--threads", type=click.IntRange(min=1), multiple=True, default=(1, 2), help="repeatable")
+@click.option("--provider", "providers", multiple=True, default=("cpu", "cuda"), help="cpu, cuda (skipped if absent)")
+@click.option("--runs", type=click.IntRange(min=3), default=20, help="timed runs per model and setting")
+@click.option("--warmup", type=click.IntRange(min=0), default=3)
+@click.option("--torch/--no-torch", "with_torch", default=True, help="with a RUN: also time eager torch")
+@click.option("--json", "as_json", is_flag=True)
+def bench_command(target: Path, **options: Any) -> None:
+    """Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."""
+    check_providers(options["providers"])  # unknown names fail here, before any work
+    settings = BenchSettings(
+        options["batches"], options["threads"], options["warmup"], options["runs"], options["providers"]
+    )
+    if target.is_dir():
+        result = bench_run(RunDirectory(target), settings, with_torch=options["with_torch"])
+    else:
+        models = {"pruned": target}
+        if options["baseline"] is not None:
+            if not Path(options["baseline"]).is_file():
+                raise UserError(f"baseline {options['baseline']} is not a file")
+            models["baseline"] = Path(options["baseline"])
+        result = bench_files(models, settings)
+    click.echo(json.dumps(result) if options["as_json"] else markdown_table(result["latency"], result["speedups"]))

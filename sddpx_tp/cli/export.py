@@ -1,0 +1,67 @@
+"""``sddpx-tp export``: a pruned run (or a registry model) to ONNX, checked against torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sddpx_tp.errors import UserError
+from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, ParityError
+from sddpx_tp.run_directory import RunDirectory
+from sddpx_tp.run_export import export_run, export_source
+from sddpx_tp.run_settings import ModelSource
+
+EXIT_PARITY = 3  # documented in the README: the export ran, but ONNX Runtime disagrees with torch
+
+
+class ParityFailed(click.ClickException):
+    exit_code = EXIT_PARITY
+
+
+@click.command("export")
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--onnx", "onnx_path", is_flag=False, flag_value="", default=None, help="write ONNX here [RUN/model.onnx]"
+)
+@click.option("--model", "model_name", help="export a registry model instead of a run (the unpruned baseline)")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--num-classes", type=click.IntRange(min=2))
+@click.option("--random-init", is_flag=True)
+@click.option("--input-size", type=click.IntRange(min=8), help="with --model: the input size [the model's]")
+@click.option("--baseline/--no-baseline", default=True, help="with RUN: also export the unpruned model (same classes)")
+@click.option("--opset", type=click.IntRange(min=13), default=DEFAULT_OPSET)
+@click.option("--tolerance", type=click.FloatRange(min=0), default=DEFAULT_TOLERANCE, help="max abs logit difference")
+@click.option("--force", is_flag=True, help="replace existing ONNX files")
+@click.option("--json", "as_json", is_flag=True)
+def export_command(run: Path | None, **options: Any) -> None:
+    """Export a pruned run (or a registry model) to ONNX, checked against torch.
+
+    Exit code 3: the export ran but ONNX Runtime's outputs differ from torch's by
+    more than --tolerance; nothing is written then.
+    """
+    if (run is None) == (options["model_name"] is None):
+        raise UserError("give either a RUN folder or --model NAME (not both)")
+    checks = {"force": options["force"], "opset": options["opset"], "tolerance": options["tolerance"]}
+    try:
+        if run is not None:
+            target = Path(options["onnx_path"]) if options["onnx_path"] else None
+            results = export_run(RunDirectory(run), target, baseline=options["baseline"], **checks)
+        else:
+            if not options["onnx_path"]:
+                raise UserError("with --model, say where to write: --onnx PATH")
+            weights = None if options["weights"] is None else str(options["weights"])
+            source = ModelSource(options["model_name"], weights, options["num_classes"], options["random_init"])
+            results = export_source(source, Path(options["onnx_path"]), options["input_size"], **checks)
+    except ParityError as error:
+        raise ParityFailed(str(error)) from None
+    if options["as_json"]:
+        click.echo(json.dumps(results))
+        return
+    for label, facts in results.items():
+        click.echo(
+            f"{label}: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['params']:,} params), parity max "
+            f"abs {facts['parity']['max_abs_diff']:.2g}, top-1 agreement {facts['parity']['top1_agreement']:.3f}"
+        )

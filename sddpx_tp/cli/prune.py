@@ -1,0 +1,207 @@
+"""``sddpx-tp prune``: a model and a folder of reference images in, a run folder out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from zennit.composites import COMPOSITES
+
+from sddpx_tp.cli.flags import echo_warning, floats
+from sddpx_tp.config import COMPENSATIONS, DEFAULT_MIN_STEP, PruneConfig
+from sddpx_tp.methods import available_methods
+from sddpx_tp.relevance import RelevanceConfig
+from sddpx_tp.run import prune_run
+from sddpx_tp.run_settings import ImageFolders, ModelSource, Preprocessing, RunSettings
+from sddpx_tp.training import OPTIMIZERS, TrainingConfig
+
+
+class _MethodChoice(click.Choice):
+    """The registered methods at the time the command line is parsed (a plug-in may add one)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        return available_methods()
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass
+
+
+# The command line's defaults are the recommended configuration's (a test holds them equal).
+DEFAULTS = PruneConfig.recommended()
+RELEVANCE, RETRAINING = DEFAULTS.relevance, DEFAULTS.retraining
+
+
+def config_from_options(options: dict[str, Any]) -> PruneConfig:
+    """The pruning configuration the options describe."""
+    return PruneConfig(
+        method=options["method"],
+        max_rate=options["max_rate"],
+        step=options["step"],
+        order_change=options["order_change"],
+        rate_change=options["rate_change"],
+        max_excluded=options["k"],
+        min_step=options["min_step"],
+        round_to=options["round_to"],
+        compensation=options["compensate"],
+        class_floor=options["class_floor"],
+        patience=options["patience"],
+        hold=options["hold"],
+        seed=options["seed"],
+        relevance=RelevanceConfig(
+            composite=options["composite"],
+            aggregation=options["aggregation"],
+            normalize=options["normalize"],
+            start=options["start"],
+            chunk_size=options["chunk_size"],
+        ),
+        retraining=TrainingConfig(
+            epochs=options["epochs"],
+            finetune_epochs=options["finetune_epochs"],
+            lr=options["lr"],
+            batch_size=options["batch_size"],
+            optimizer=options["optimizer"],
+        ),
+    )
+
+
+def settings_from_options(options: dict[str, Any]) -> RunSettings:
+    """The run's settings as the options describe them (nothing is read yet)."""
+
+    def text(key: str) -> str | None:
+        return None if options[key] is None else str(options[key])
+
+    chosen = options["class_folders"]
+    return RunSettings(
+        model=ModelSource(options["model_name"], text("weights"), options["num_classes"], options["random_init"]),
+        images=ImageFolders(
+            references=str(options["refs_dir"]),
+            evaluation=text("eval_dir"),
+            training=text("train_dir"),
+            class_folders=tuple(name.strip() for name in chosen.split(",")) if chosen else None,
+            per_class=options["per_class"],
+            strict=options["strict"],
+            labels=text("labels"),
+        ),
+        config=config_from_options(options),
+        preprocessing=Preprocessing(
+            input_size=options["input_size"],
+            resize_size=options["resize_size"],
+            mean=floats(options["mean"], "--mean"),
+            std=floats(options["std"], "--std"),
+        ),
+        keep_models=options["keep_models"],
+    )
+
+
+@click.command("prune")
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    help="a torchvision classifier name (e.g. resnet18), efficientnet-lite0, or a model file",
+)
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="state_dict file for --model")
+@click.option("--num-classes", type=click.IntRange(min=2), help="outputs of a checkpoint that is not 1000-way")
+@click.option("--random-init", is_flag=True, help="no weights: structure-only experiments")
+@click.option("--refs", "refs_dir", required=True, type=click.Path(path_type=Path), help="ImageFolder: refs/<class>/*")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="class names file")
+@click.option("--classes", "class_folders", help="comma-separated class folders to use (default: all)")
+@click.option("--per-class", type=click.IntRange(min=1), help="at most this many reference images per class")
+@click.option("--eval", "eval_dir", type=click.Path(path_type=Path), help="held-out images, same layout")
+@click.option("--input-size", type=click.IntRange(min=8), help="crop size (default: the model's)")
+@click.option("--resize-size", type=click.IntRange(min=8), help="resize before the crop")
+@click.option("--mean", help="normalisation mean: one value or three")
+@click.option("--std", help="normalisation std: one value or three")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("sddpx-run"), help="run directory")
+@click.option("--force", is_flag=True, help="replace an existing run directory")
+@click.option("--resume", is_flag=True, help="continue the interrupted run in --out")
+@click.option("--method", type=_MethodChoice(), default=DEFAULTS.method)
+@click.option("--max-rate", type=float, default=DEFAULTS.max_rate, help="stop at this filter rate, in (0, 1)")
+@click.option("--step", type=float, default=DEFAULTS.step, help="filters removed per step, fraction of the original")
+@click.option(
+    "--k", type=int, default=DEFAULTS.max_excluded, help="SD-DPX: candidates a step may skip (change of order)"
+)
+@click.option(
+    "--min-step", type=float, help=f"SD-DPX: smallest step (change of rate) [{DEFAULT_MIN_STEP}, or --step if smaller]"
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.round_to,
+    help="keep conv widths multiples of N (1: the papers)",
+)
+@click.option(
+    "--compensate",
+    type=click.Choice(COMPENSATIONS),
+    default=DEFAULTS.compensation,
+    help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways; "
+    "auto: adaptive for SD-DPX, none for the others",
+)
+@click.option(
+    "--class-floor",
+    type=float,
+    default=DEFAULTS.class_floor,
+    help="SD-DPX: each class keeps this share of its accuracy",
+)
+@click.option(
+    "--patience", type=click.IntRange(min=0), default=DEFAULTS.patience, help="SD-DPX: fruitless skips before halving"
+)
+@click.option("--train", "train_dir", type=click.Path(path_type=Path), help="training images, like --refs")
+@click.option("--epochs", type=click.IntRange(min=1), default=RETRAINING.epochs, help="progressive: epochs per layer")
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=RETRAINING.finetune_epochs,
+    help="px/dpx/sd-dpx: fine-tune afterwards",
+)
+@click.option("--lr", type=float, default=RETRAINING.lr, help="retraining learning rate")
+@click.option("--batch-size", type=click.IntRange(min=1), default=RETRAINING.batch_size, help="retraining batch size")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=RETRAINING.optimizer, help="retraining optimizer")
+@click.option("--hold", type=float, help="progressive: stop a layer short when reference H falls by more than this")
+@click.option("--order-change/--no-order-change", default=DEFAULTS.order_change, help="SD-DPX ablation switch")
+@click.option("--rate-change/--no-rate-change", default=DEFAULTS.rate_change, help="SD-DPX ablation switch")
+@click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default=RELEVANCE.composite)
+@click.option("--aggregation", type=click.Choice(["dpx", "px"]), default=RELEVANCE.aggregation)
+@click.option("--normalize/--no-normalize", default=RELEVANCE.normalize, help="per-layer L1 normalisation of relevance")
+@click.option("--start", type=click.Choice(["one_hot", "one_hot_logit"]), default=RELEVANCE.start)
+@click.option(
+    "--chunk-size", type=click.IntRange(min=1), default=RELEVANCE.chunk_size, help="images per relevance pass"
+)
+@click.option("--seed", type=int, default=DEFAULTS.seed)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's)")
+@click.option("--strict", is_flag=True, help="unreadable images are errors instead of skipped")
+@click.option("--keep-models", is_flag=True, help="also save every accepted step's model in RUN/steps/")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document with the summary on stdout")
+def prune_command(**options: Any) -> None:
+    """Prune a pretrained model for the classes of a reference folder (without fine-tuning unless --train)."""
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
+    settings = settings_from_options(options)
+    summary = prune_run(settings, options["out"], force=options["force"], resume=options["resume"],
+                        device=options["device"], warn=echo_warning)  # fmt: skip
+    if options["as_json"]:
+        click.echo(json.dumps(summary))
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    before, after = summary["reference_harmonic_mean"]
+    click.echo(
+        f"pruned {summary['method']} to filter rate {summary['filter_rate']:.3f} in {summary['seconds']:.0f} s: "
+        f"params x{summary['params_ratio']:.3f}, MACs x{summary['macs_ratio']:.3f}"
+    )
+    click.echo(f"reference accuracy (harmonic mean) {before:.3f} -> {after:.3f}")
+    if summary["eval_harmonic_mean"][0] is not None:
+        eval_before, eval_after = summary["eval_harmonic_mean"]
+        click.echo(f"held-out accuracy (harmonic mean) {eval_before:.3f} -> {eval_after:.3f}")
+    click.echo(f"model: {summary['model_file']}; report: {summary['run']}/report.md")

@@ -1,0 +1,27 @@
+"""``sddpx-tp report``: refresh a run's report; with kept step models, plot accuracy and latency against rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sddpx_tp.report import refresh_run_report
+from sddpx_tp.run_directory import RunDirectory
+from sddpx_tp.run_export import latency_curve
+
+
+@click.command("report")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--latency", is_flag=True, help="export and time every kept step model; plot latency against rate")
+@click.option("--threads", type=click.IntRange(min=1), default=1, help="threads for the latency curve")
+@click.option("--runs", type=click.IntRange(min=3), default=20, help="timed runs per step model")
+def report_command(run: Path, latency: bool, threads: int, runs: int) -> None:
+    """Rebuild RUN/report.md from the run, its export and benchmark files."""
+    folder = RunDirectory(run)
+    folder.finished_settings()
+    if latency:
+        latency_curve(folder, threads, runs)
+    else:
+        refresh_run_report(folder)
+    click.echo(f"report: {folder.report_md}")

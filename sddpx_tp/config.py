@@ -1,0 +1,105 @@
+"""``PruneConfig``: every setting of a pruning run in one frozen, validated record.
+
+Two presets:
+
+* :meth:`PruneConfig.recommended` (the default of ``prune`` and of ``sddpx-tp prune``):
+  SD-DPX with aligned bundles of 16 channels, adaptive compensation and patience 2,
+  chosen by measurement (README, "Beyond the paper").
+* :meth:`PruneConfig.paper`: the papers' semantics (single filters, no compensation,
+  no patience). Its trials are masked, which changes the cost, not the result.
+
+Range checks live here; the rules that depend on the method (which method needs
+training images, where adaptive compensation is evaluated) live with the method
+registry, :func:`sddpx_tp.methods.check_config`. Errors name the fields as
+``{field}`` placeholders (:class:`~sddpx_tp.errors.SettingError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sddpx_tp.errors import SettingError
+from sddpx_tp.relevance import RelevanceConfig
+from sddpx_tp.training import TrainingConfig
+
+Compensation = Literal["auto", "adaptive", "always", "never"]
+COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
+DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Settings of a pruning run. Rates and steps are fractions of the original filters.
+
+    ``compensation``: ``"auto"`` lets each method choose (SD-DPX: adaptive, where it
+    evaluates every trial both ways; PX, DPX, progressive: none); ``"adaptive"``
+    asks for it explicitly (refused for methods that evaluate nothing); ``"always"``
+    compensates every removal; ``"never"``.
+    """
+
+    method: str = "sd-dpx"
+    max_rate: float = 0.9
+    step: float = 0.05  # p in the papers
+    order_change: bool = True  # SD-DPX: skip low-relevance candidates that hurt H
+    rate_change: bool = True  # SD-DPX: halve the step when H drops
+    max_excluded: int = 10  # K: candidates an SD-DPX step may skip before halving (chosen on seeds 0-4)
+    min_step: float | None = None  # the smallest SD-DPX step; None: DEFAULT_MIN_STEP, or ``step`` if smaller
+    min_channels: int = 1  # a group never falls below this many channels
+    round_to: int = 16  # keep every group's width a multiple of this (SIMD-friendly widths)
+    compensation: Compensation = "auto"
+    class_floor: float = 0.0  # SD-DPX: every class keeps this fraction of its unpruned reference accuracy
+    patience: int = 2  # SD-DPX: skips without improvement before halving the step (0: up to K)
+    masked_trials: bool = True  # SD-DPX: trials mask channels in place instead of pruning a copy
+    hold: float | None = None  # progressive: stop a layer short when reference H falls more than this
+    seed: int = 0
+    relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
+    retraining: TrainingConfig = field(default_factory=TrainingConfig)  # with training images only
+
+    @classmethod
+    def recommended(cls, **changes: Any) -> PruneConfig:
+        """What ``sddpx-tp prune`` runs by default (``changes`` override single fields)."""
+        return cls(**changes)
+
+    @classmethod
+    def paper(cls, **changes: Any) -> PruneConfig:
+        """The papers' semantics: single filters, no compensation, no patience."""
+        return cls(**{"round_to": 1, "compensation": "never", "patience": 0, **changes})
+
+    def replace(self, **changes: Any) -> PruneConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def smallest_step(self) -> float:
+        return self.min_step if self.min_step is not None else min(DEFAULT_MIN_STEP, self.step)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 < self.max_rate < 1, f"{{max_rate}} must be in (0, 1), not {self.max_rate}"),
+            (0 < self.step <= self.max_rate, f"{{step}} must be in (0, max_rate], not {self.step}"),
+            (self.max_excluded >= 0, f"{{max_excluded}} must be >= 0, not {self.max_excluded}"),
+            (0 < self.smallest_step <= self.step, f"{{min_step}} must be in (0, step], not {self.min_step}"),
+            (self.min_channels >= 1, f"{{min_channels}} must be >= 1, not {self.min_channels}"),
+            (self.round_to >= 1, f"{{round_to}} must be >= 1, not {self.round_to}"),
+            (0 <= self.class_floor <= 1, f"{{class_floor}} must be in [0, 1], not {self.class_floor}"),
+            (self.patience >= 0, f"{{patience}} must be >= 0, not {self.patience}"),
+            (self.hold is None or 0 <= self.hold <= 1, f"{{hold}} must be in [0, 1], not {self.hold}"),
+            (self.compensation in COMPENSATIONS, f"{{compensation}} must be one of {COMPENSATIONS}"),
+        ]
+        for passed, message in checks:
+            if not passed:
+                raise SettingError(message)
+        if self.compensation == "adaptive" and not self.masked_trials:
+            raise SettingError("adaptive {compensation} needs {masked_trials}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; :meth:`from_dict` reads it back."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
+        values = dict(data)
+        values["relevance"] = RelevanceConfig(**values["relevance"])
+        values["retraining"] = TrainingConfig(**values["retraining"])
+        return cls(**values)

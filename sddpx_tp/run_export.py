@@ -1,0 +1,177 @@
+"""A finished run to ONNX, how fast it runs, and latency against filter rate: the library side of
+``sddpx-tp export``, ``bench`` and ``report --latency``.
+
+Every result is also folded into the run's report (``report.json``, ``report.md``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from sddpx_tp.checkpoint import atomic_write
+from sddpx_tp.environment import environment
+from sddpx_tp.errors import RunFolderError, SettingError, UserError, literal
+from sddpx_tp.export.bench import BenchSettings, bench_onnx, bench_torch, model_facts, onnx_input_shape, speedups
+from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
+from sddpx_tp.metrics import count_macs
+from sddpx_tp.report import refresh_run_report
+from sddpx_tp.run_directory import RunDirectory, write_json
+from sddpx_tp.run_models import baseline_model, pruned_model, reference_images, source_model
+from sddpx_tp.run_settings import ModelSource
+
+
+def export_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    path: Path,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """Export ``model`` to ``path``, checked against torch on ``images``; its file facts and parity.
+
+    Raises :class:`~sddpx_tp.export.onnx.ParityError` (nothing written) when ONNX Runtime disagrees.
+    """
+    if path.exists() and not force:
+        raise SettingError(f"{literal(path)} exists; pass {{force}} to replace it")
+    macs = count_macs(model, images[:1])
+    parity = export_onnx(model, images, path, images, opset=opset, tolerance=tolerance, metadata={"macs": str(macs)})
+    return {**model_facts(path), "parity": parity.to_dict()}
+
+
+def export_run(
+    run: RunDirectory,
+    onnx_path: Path | None = None,
+    baseline: bool = True,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """The run's pruned model (and its unpruned baseline, same classes) as ONNX, next to each other."""
+    settings = run.finished_settings()
+    images = reference_images(settings)
+    target = onnx_path or run.onnx
+    options = {"force": force, "opset": opset, "tolerance": tolerance}
+    results = {"model": export_model(pruned_model(settings, run.model), images, target, **options)}  # type: ignore[arg-type]
+    if baseline:
+        second = target.with_name(run.baseline_onnx.name)
+        results["baseline"] = export_model(baseline_model(settings), images, second, **options)  # type: ignore[arg-type]
+    write_json(run.export_json, results)
+    refresh_run_report(run)
+    return results
+
+
+def export_source(source: ModelSource, path: Path, input_size: int | None = None, **options: Any) -> dict[str, Any]:
+    """An unpruned registry model (or model file) as ONNX, checked on random inputs."""
+    model, spec = source_model(source)
+    size = input_size or spec.input_size
+    images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return {"model": export_model(model, images, path, **options)}
+
+
+def _valid_onnx(path: Path, label: str) -> None:
+    import onnx
+
+    if not path.is_file() or path.suffix != ".onnx":
+        raise UserError(f"{path} is not an ONNX file (.onnx)")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as error:
+        raise UserError(f"{label} model {path} is not a valid ONNX model: {str(error).splitlines()[0]}") from None
+
+
+def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: dict[str, nn.Module] | None = None
+                ) -> dict[str, Any]:  # fmt: skip
+    """Latency and size of ONNX files (``pruned``, optionally ``baseline``), and eager torch if given."""
+    for label, path in models.items():
+        _valid_onnx(path, label)
+    facts = {label: model_facts(path) for label, path in models.items()}
+    rows = bench_onnx(models, settings)
+    if torch_models:
+        rows += bench_torch(torch_models, onnx_input_shape(models["pruned"]), settings)
+    gains = speedups(rows, facts, "baseline") if "baseline" in models else []
+    return {"environment": environment(), "settings": settings.__dict__, "models": facts, "latency": rows,
+            "speedups": gains}  # fmt: skip
+
+
+def bench_run(run: RunDirectory, settings: BenchSettings, with_torch: bool = True) -> dict[str, Any]:
+    """Benchmark a run's exports against each other (and the torch models), into the run's report."""
+    if not run.onnx.is_file():
+        raise RunFolderError(f"run {run.path} has no {run.onnx.name}: export it first")
+    models = {"pruned": run.onnx}
+    if run.baseline_onnx.is_file():
+        models["baseline"] = run.baseline_onnx
+    torch_models = None
+    if with_torch:
+        run_settings = run.finished_settings()
+        torch_models = {"pruned": pruned_model(run_settings, run.model)}
+        if "baseline" in models:
+            torch_models["baseline"] = baseline_model(run_settings)
+    result = bench_files(models, settings, torch_models)
+    write_json(run.bench_json, result)
+    refresh_run_report(run)
+    return result
+
+
+def step_latencies(run: RunDirectory, threads: int = 1, runs: int = 20) -> list[dict[str, Any]]:
+    """Export every kept step model and time them all, interleaved (batch 1)."""
+    settings = run.finished_settings()
+    steps = run.step_models()
+    if len(steps) < 2:
+        raise SettingError(
+            f"run {literal(run.path)} kept no step models; prune with {{keep_models}} to plot latency against rate"
+        )
+    images = reference_images(settings)
+    trajectory = {record["step"]: record for record in run.trajectory()}
+    exports = {}
+    with tempfile.TemporaryDirectory(prefix="sddpx-steps-") as work:
+        for step, path in steps.items():
+            exports[step] = Path(work) / f"{path.stem}.onnx"
+            export_onnx(pruned_model(settings, path), images, exports[step], images[:4])
+        rows = bench_onnx({str(step): file for step, file in exports.items()},
+                          BenchSettings(batch_sizes=(1,), threads=(threads,), warmup=2, runs=runs))  # fmt: skip
+    return [
+        {"step": int(row["model"]), "filter_rate": trajectory[int(row["model"])]["filter_rate"], **row} for row in rows
+    ]
+
+
+def latency_curve(run: RunDirectory, threads: int = 1, runs: int = 20) -> list[dict[str, Any]]:
+    """Latency of every kept step model against filter rate, with accuracy: a JSON file and a plot."""
+    rows = step_latencies(run, threads, runs)
+    write_json(run.latency_curve_json, rows)
+    _plot(run.report()["trajectory"], rows, run.latency_plot)
+    refresh_run_report(run)
+    return rows
+
+
+def _plot(trajectory: Sequence[dict[str, Any]], latencies: list[dict[str, Any]], path: Path) -> None:
+    source = "eval_accuracy" if trajectory[0]["eval_accuracy"] is not None else "reference_accuracy"
+    figure, accuracy_axis = plt.subplots(figsize=(7, 4.2))
+    rates = [record["filter_rate"] for record in trajectory]
+    accuracy_axis.plot(rates, [sum(r[source]) / len(r[source]) for r in trajectory], "o-", label="accuracy (mean)")
+    accuracy_axis.plot(rates, [min(r[source]) for r in trajectory], "s--", label="lowest class")
+    accuracy_axis.set_xlabel("filter rate")
+    accuracy_axis.set_ylabel("held-out accuracy" if source == "eval_accuracy" else "reference accuracy")
+    accuracy_axis.set_ylim(-0.02, 1.02)
+    latency_axis = accuracy_axis.twinx()
+    ordered = sorted(latencies, key=lambda row: row["filter_rate"])
+    latency_axis.plot([r["filter_rate"] for r in ordered], [r["p50_ms"] for r in ordered], "^-", color="tab:red",
+                      label="ONNX Runtime latency, batch 1 (p50)")  # fmt: skip
+    latency_axis.set_ylabel("latency (ms)")
+    latency_axis.set_ylim(bottom=0)
+    handles = accuracy_axis.get_legend_handles_labels()[0] + latency_axis.get_legend_handles_labels()[0]
+    accuracy_axis.legend(handles=handles, loc="lower left", fontsize=8)
+    accuracy_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
+    plt.close(figure)

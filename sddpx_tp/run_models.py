@@ -1,0 +1,121 @@
+"""The models and images of a run, rebuilt from its settings alone.
+
+A run folder stores weights in the safe format (tensors and widths, no code); the
+architecture they load into is rebuilt from :class:`RunSettings`' model source.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sddpx_tp.checkpoint import load_pruned
+from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.references import ImageSet, load_image_folder, read_labels_file
+from sddpx_tp.registry import ModelSpec, available_models, create_model
+from sddpx_tp.run_settings import ModelSource, Preprocessing, ResolvedInput, RunSettings
+
+
+def source_model(source: ModelSource) -> tuple[nn.Module, ModelSpec]:
+    """The unpruned model as the run started from it, and its preprocessing."""
+    weights = None if source.weights is None else Path(source.weights)
+    return create_model(source.name, weights, source.num_classes, source.random_init)
+
+
+def fresh_architecture(source: ModelSource) -> nn.Module:
+    """An unpruned instance of the run's architecture (no weights needed), to load pruned weights into."""
+    if source.name in available_models():
+        return create_model(source.name, num_classes=source.num_classes, random_init=True)[0]
+    return create_model(source.name)[0]  # the user's model file
+
+
+def with_overrides(spec: ModelSpec, preprocessing: Preprocessing, labels: str | None) -> ModelSpec:
+    """``spec`` with the run's preprocessing overrides and class names file applied."""
+    changes: dict[str, object] = {}
+    if preprocessing.input_size:
+        changes["input_size"] = preprocessing.input_size
+        changes["resize_size"] = preprocessing.resize_size or round(preprocessing.input_size * 256 / 224)
+    elif preprocessing.resize_size:
+        changes["resize_size"] = preprocessing.resize_size
+    if preprocessing.mean is not None:
+        changes["mean"] = preprocessing.mean
+    if preprocessing.std is not None:
+        changes["std"] = preprocessing.std
+    if labels:
+        changes["class_names"] = read_labels_file(Path(labels))
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def count_outputs(model: nn.Module, spec: ModelSpec) -> int:
+    with torch.no_grad():
+        return int(model.eval()(torch.zeros(1, 3, spec.input_size, spec.input_size)).shape[1])
+
+
+def run_spec(settings: RunSettings) -> ModelSpec:
+    """The preprocessing the run used (as resolved when it started)."""
+    assert settings.resolved is not None, "a run's settings are resolved before anything is stored"
+    source = settings.model
+    spec = ModelSpec(source.name)
+    if source.name in available_models():
+        spec = create_model(source.name, num_classes=source.num_classes, random_init=True)[1]
+    if settings.images.labels:
+        spec = replace(spec, class_names=read_labels_file(Path(settings.images.labels)))
+    used = settings.resolved
+    return replace(spec, input_size=used.input_size, resize_size=used.resize_size, mean=used.mean, std=used.std)
+
+
+def resolve(settings: RunSettings, spec: ModelSpec, references: ImageSet) -> RunSettings:
+    """``settings`` with what was decided when the run started: preprocessing used, classes kept."""
+    used = ResolvedInput(
+        input_size=spec.input_size,
+        resize_size=spec.resize_size,
+        mean=tuple(spec.mean),
+        std=tuple(spec.std),
+        classes=tuple(references.classes),
+        class_folders=tuple(references.folders),
+    )
+    return replace(settings, resolved=used)
+
+
+def _classes(settings: RunSettings) -> list[int]:
+    assert settings.resolved is not None
+    return list(settings.resolved.classes)
+
+
+def pruned_model(settings: RunSettings, path: Path) -> nn.Module:
+    """A pruned model of the run (the final one or a kept step), rebuilt from the safe format at ``path``."""
+    return load_pruned(path, restricted_architecture(settings))
+
+
+def restricted_architecture(settings: RunSettings) -> nn.Module:
+    """The unpruned architecture restricted to the run's classes: what a checkpoint loads into."""
+    return restrict_to_classes(fresh_architecture(settings.model), _classes(settings))
+
+
+def baseline_model(settings: RunSettings) -> nn.Module:
+    """The run's unpruned model, restricted to the same classes: the fair comparison."""
+    return restrict_to_classes(source_model(settings.model)[0], _classes(settings))
+
+
+def reference_images(settings: RunSettings) -> torch.Tensor:
+    """The run's reference images, preprocessed as during pruning (random ones if the folder is gone)."""
+    spec = run_spec(settings)
+    folder = Path(settings.images.references)
+    assert settings.resolved is not None
+    if folder.is_dir():
+        outputs = settings.model.num_classes or 1000
+        return load_image_folder(
+            folder,
+            spec,
+            outputs,
+            chosen=list(settings.resolved.class_folders),
+            per_class=settings.images.per_class,
+            seed=settings.config.seed,
+        ).images
+    # A library warning; the CLI prints warnings as one "sddpx-tp: warning: ..." line.
+    warnings.warn(f"reference folder {folder} is gone; using random inputs", stacklevel=2)
+    return torch.randn(16, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
