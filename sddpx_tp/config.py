@@ -91,7 +91,7 @@ class PruneConfig:
             if not passed:
                 raise SettingError(message)
         if self.compensation == "adaptive" and not self.masked_trials:
-            raise SettingError("adaptive {compensation} needs {masked_trials}")
+            raise SettingError("{compensation} adaptive needs {masked_trials}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; :meth:`from_dict` reads it back."""

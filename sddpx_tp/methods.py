@@ -108,7 +108,7 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
         )
     if config.compensation == "adaptive" and not method.evaluates_trials:
         raise SettingError(
-            f"adaptive {{compensation}} needs a method that evaluates its trials (sd-dpx); {method.name} evaluates "
+            f"{{compensation}} adaptive needs a method that evaluates its trials (sd-dpx); {method.name} evaluates "
             "none: choose always or never"
         )
     return method

@@ -112,7 +112,7 @@ def test_the_cli_defaults_are_the_recommended_config(data: dict[str, Path], tmp_
 
 def test_contradictions_are_refused_in_one_place(fashion_task: tuple) -> None:
     model, references, _ = fashion_task
-    with pytest.raises(ValueError, match="adaptive compensation needs a method that evaluates"):
+    with pytest.raises(ValueError, match="compensation adaptive needs a method that evaluates"):
         prune(model, references, [0, 6], PruneConfig(method="dpx", compensation="adaptive"), progress=False)
     with pytest.raises(ValueError, match="method must be one of"):
         prune(model, references, [0, 6], PruneConfig(method="no-such-method"), progress=False)
