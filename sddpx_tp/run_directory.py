@@ -43,11 +43,10 @@ def write_text(path: Path, text: str) -> None:
 
 @dataclass
 class Checkpoint:
-    """Where an interrupted run stopped: its records, schedule state and the file of its last model."""
+    """Where an interrupted run stopped: its records and schedule state (its model: ``last_checkpoint``)."""
 
     trajectory: list[StepRecord]
     schedule_state: dict[str, Any]
-    model_file: Path
 
 
 class RunDirectory:
@@ -144,7 +143,6 @@ class RunDirectory:
         return Checkpoint(
             trajectory=[StepRecord.from_dict(record) for record in state["trajectory"]],
             schedule_state=state["schedule_state"],
-            model_file=self.last_checkpoint,
         )
 
     def trajectory(self) -> list[dict[str, Any]]:

@@ -93,11 +93,11 @@ class _Attempt:
     means: InputMeans | None  # the compensation the trial used (None: none)
 
 
-def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], means: InputMeans | None
+def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], means: InputMeans | None, adaptive: bool
          ) -> tuple[list[float], PrunableModel | None, InputMeans | None]:  # fmt: skip
     """Per-class reference accuracy of the current model without ``chosen``, the pruned copy (if made)
     and the compensation used: with ``adaptive_compensation``, the better of with and without it."""
-    if compensation_for(config) == "adaptive":
+    if adaptive:
         scored = []
         for variant in (None, means):
             with session.current.masked(chosen, variant) as model:
@@ -117,10 +117,10 @@ def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], 
 def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
     floors = [config.class_floor * accuracy for accuracy in session.trajectory[0].reference_accuracy]
     best_so_far = session.reference_harmonic_mean
+    compensation = compensation_for(config)
     while _budget(session, config, config.step) > 0:
         scores = session.current.group_scores(session.relevance(session.current))
         # One forward serves every trial of this step.
-        compensation = compensation_for(config)
         means = _input_means(session, compensation != "never")
         step = config.step
         excluded: list[Candidate] = []
@@ -133,7 +133,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
             chosen = session.current.select(session.current.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
-            accuracy, trial, used_means = _try(session, config, chosen, means)
+            accuracy, trial, used_means = _try(session, config, chosen, means, compensation == "adaptive")
             harmonic_mean_ = harmonic_mean(accuracy)
             tried.append(harmonic_mean_)
             guarded = all(value >= floor for value, floor in zip(accuracy, floors, strict=True))
