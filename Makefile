@@ -7,6 +7,8 @@ FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 .PHONY: demo test lint install data
 
 $(BIN)/sddpx-tp: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: '$(PYTHON)' cannot create a virtual environment \
+	(import ensurepip, venv failed): run 'apt-get install python3-venv' on Debian/Ubuntu, or pass PYTHON=/path/to/python3.11+" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from sddpx_tp.errors import UserError
+from sddpx_tp.errors import SettingError, UserError
 from sddpx_tp.export.onnx import read_metadata
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -31,6 +31,14 @@ class BenchSettings:
     warmup: int = 3
     runs: int = 20
     providers: Sequence[str] = ("cpu",)
+
+    def __post_init__(self) -> None:
+        limits = {"batch_sizes": (self.batch_sizes, 1, 4096), "threads": (self.threads, 1, 1024),
+                  "warmup": ((self.warmup,), 0, 10_000), "runs": ((self.runs,), 3, 1_000_000)}  # fmt: skip
+        for name, (values, low, high) in limits.items():
+            for value in values:
+                if not low <= value <= high:
+                    raise SettingError(f"{{{name}}} must be in [{low}, {high}], not {value}")
 
 
 def _percentiles(seconds: list[float], batch: int) -> dict[str, float]:

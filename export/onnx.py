@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import tempfile
 import warnings
@@ -73,8 +74,10 @@ def check_parity(path: Path, model: nn.Module, images: torch.Tensor, batch_size:
             batch = images[start : start + batch_size].float().cpu()
             expected = model(batch).numpy()
             actual = session.run(None, {input_name: batch.numpy()})[0]
-            max_abs = max(max_abs, float(np.abs(actual - expected).max()))
-            scale = max(scale, float(np.abs(expected).max()))
+            difference = np.abs(actual - expected)
+            # NaN never compares larger, so max() would hide it: a non-finite output is an infinite difference.
+            max_abs = max(max_abs, float(difference.max()) if np.isfinite(difference).all() else math.inf)
+            scale = max(scale, float(np.abs(expected).max()) if np.isfinite(expected).all() else math.inf)
             agree += int((actual.argmax(axis=1) == expected.argmax(axis=1)).sum())
     return Parity(len(images), max_abs, max_abs / max(scale, 1e-12), agree / len(images))
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from sddpx_tp.config import PruneConfig
+from sddpx_tp.errors import SettingError
 from sddpx_tp.methods import check_config
-from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.models import check_finite, restrict_to_classes
 from sddpx_tp.progressive import finetune
 from sddpx_tp.surgery import PrunableModel
 from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
@@ -72,6 +73,25 @@ def _on_device(images_and_labels: LabelledImages, device: torch.device) -> Label
     return images_and_labels[0].to(device), images_and_labels[1]
 
 
+def _prunable(model: nn.Module, images: torch.Tensor, config: PruneConfig) -> PrunableModel:
+    return PrunableModel(model, images, min_channels=config.min_channels, round_to=config.round_to)
+
+
+def check_prunable(model: nn.Module, images: torch.Tensor, config: PruneConfig) -> PrunableModel:
+    """Raise a one-line error unless ``model`` is finite on ``images`` and ``config`` leaves something to prune.
+
+    (Cheap enough to call before anything is written: the dependency graph is built once.)"""
+    check_finite(model, images)
+    prunable = _prunable(model, images, config)
+    if not prunable.can_prune():
+        raise SettingError(
+            f"{{round_to}} {config.round_to} leaves nothing to prune: the widest prunable layer has "
+            f"{prunable.widest()} channels and keeps at least {{round_to}} (and {{min_channels}}) of them; "
+            "use a smaller {round_to}"
+        )
+    return prunable
+
+
 def prune(
     model: nn.Module,
     references: LabelledImages,
@@ -110,8 +130,10 @@ def prune(
         training = _on_device(_to_class_positions(training, classes, "training"), device)
     start = restrict_to_classes(model, classes) if resume is None else resume.model
     start = start.to(device).eval()
+    # A resumed run was checked when it started (and may have pruned everything it could since).
+    prunable = (check_prunable if resume is None else _prunable)(start, references[0], config)
     session = PruningSession(
-        PrunableModel(start, references[0], min_channels=config.min_channels, round_to=config.round_to),
+        prunable,
         references,
         classes=len(classes),
         relevance_config=config.relevance,

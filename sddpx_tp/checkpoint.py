@@ -78,10 +78,21 @@ def save_pruned(model: nn.Module, path: Path, metadata: dict[str, Any] | None = 
 
 
 def _read(path: Path) -> dict[str, Any]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist") from None
+    except Exception as error:  # truncated, not a torch file, or objects outside the safe format
+        raise ValueError(f"{path} is not a readable sddpx-tp pruned model file ({type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an sddpx-tp pruned model file")
     return payload
+
+
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """The metadata saved with a pruned model (``ValueError`` if the file is not one, or damaged)."""
+    metadata = _read(path).get("metadata")
+    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def load_pruned(path: Path, architecture: nn.Module) -> nn.Module:

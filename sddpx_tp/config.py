@@ -27,6 +27,7 @@ from sddpx_tp.training import TrainingConfig
 Compensation = Literal["auto", "adaptive", "always", "never"]
 COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
+MAX_SEED = 2**63  # torch generators take 64-bit seeds; a larger one would fail mid-run
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class PruneConfig:
             (self.patience >= 0, f"{{patience}} must be >= 0, not {self.patience}"),
             (self.hold is None or 0 <= self.hold <= 1, f"{{hold}} must be in [0, 1], not {self.hold}"),
             (self.compensation in COMPENSATIONS, f"{{compensation}} must be one of {COMPENSATIONS}"),
+            (0 <= self.seed < MAX_SEED, f"{{seed}} must be in [0, 2**63), not {self.seed}"),
         ]
         for passed, message in checks:
             if not passed:

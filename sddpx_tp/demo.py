@@ -9,8 +9,6 @@ before/after summary.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,15 @@ from PIL import Image
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError, UserError
 from sddpx_tp.export.bench import BenchSettings
-from sddpx_tp.fashion import CLASS_NAMES, DatasetMissingError, cached_source_model, class_subset, load_split
+from sddpx_tp.fashion import (
+    CLASS_NAMES,
+    DatasetMissingError,
+    cached_source_model,
+    class_subset,
+    default_cache_dir,
+    load_split,
+)
+from sddpx_tp.owned_folder import OwnedFolder
 from sddpx_tp.run import prune_run
 from sddpx_tp.run_directory import RunDirectory
 from sddpx_tp.run_export import bench_run, export_run
@@ -32,10 +38,7 @@ FOLDER_NAMES = [name.replace("/", "-") for name in CLASS_NAMES]
 FASHION_MEAN, FASHION_STD, FASHION_SIZE = 0.286, 0.353, 32
 # --fast: coarser than the defaults, so that a smoke test takes seconds, not minutes.
 FAST_SCHEDULE = {"step": 0.4, "min_step": 0.4, "max_excluded": 1}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SDDPX_CACHE", Path.home() / ".cache" / "sddpx-tp"))
+DEMO_ENTRIES = ("refs", "eval", "labels.txt", "run")  # what the demo writes in its folder (--force replaces these)
 
 
 def _class_index(text: str) -> int:
@@ -56,19 +59,10 @@ def _write_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -> Non
 
 
 def _load_data() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    try:
-        return load_split("train"), load_split("test")
-    except DatasetMissingError as missing:
-        try:  # online fallback: torchvision's own copy
-            from torchvision.datasets import FashionMNIST
-
-            root = default_cache_dir() / "torchvision"
-            train, test = (FashionMNIST(root, train=flag, download=True) for flag in (True, False))
-            return (train.data, train.targets), (test.data, test.targets)
-        except Exception:
-            raise UserError(
-                f"{missing}; or connect to the internet so torchvision can download Fashion-MNIST"
-            ) from None
+    try:  # Debian's package, else torchvision's copy in the cache, else a torchvision download
+        return load_split("train", download=True), load_split("test", download=True)
+    except DatasetMissingError as error:
+        raise UserError(str(error)) from None
 
 
 def run_demo(
@@ -85,21 +79,16 @@ def run_demo(
     if len(chosen) < 2:
         raise SettingError("{classes} needs at least two different classes")
     config = PruneConfig.recommended(method=method, max_rate=max_rate, **(FAST_SCHEDULE if fast else {}))
-    if out.exists() and any(out.iterdir()) and not force:
-        raise SettingError(f"output folder {out} exists and is not empty; pass {{force}} to replace it")
+    folder = OwnedFolder(out, "demo", DEMO_ENTRIES)
+    folder.check_writable(force)  # before the minutes of training: a folder of user files is never replaced
     (train_images, train_labels), (test_images, test_labels) = _load_data()
     cache = (cache_dir or default_cache_dir()) / ("fashion_resnet18_fast.pt" if fast else "fashion_resnet18_32px.pt")
     if not cache.exists():
         print(f"training the source model once (cached at {cache})", file=sys.stderr)
     training = {"epochs": 1, "limit": 2048} if fast else {}
     cached_source_model(cache, **training)
-    if out.exists() and force:
-        shutil.rmtree(out)
     refs = class_subset(train_images, train_labels, chosen, per_class=30, seed=0)
     held_out = class_subset(test_images, test_labels, chosen, per_class=100 if fast else None, seed=0)
-    _write_folder(out / "refs", *refs)
-    _write_folder(out / "eval", *held_out)
-    (out / "labels.txt").write_text("\n".join(FOLDER_NAMES) + "\n")
     settings = RunSettings(
         model=ModelSource("resnet18", weights=str(cache), num_classes=10),
         images=ImageFolders(references=str(out / "refs"), evaluation=str(out / "eval"), labels=str(out / "labels.txt")),
@@ -107,9 +96,14 @@ def run_demo(
         preprocessing=Preprocessing(FASHION_SIZE, FASHION_SIZE, (FASHION_MEAN,) * 3, (FASHION_STD,) * 3),
     )
     run = RunDirectory(out / "run")
-    prune_run(settings, run.path)
-    export_run(run)
-    bench_run(run, BenchSettings(batch_sizes=(1, 32), threads=(1,), runs=5 if fast else 20, providers=("cpu", "cuda")))
+    with folder.writing(force):
+        _write_folder(out / "refs", *refs)
+        _write_folder(out / "eval", *held_out)
+        (out / "labels.txt").write_text("\n".join(FOLDER_NAMES) + "\n")
+        prune_run(settings, run.path)
+        export_run(run)
+        bench_run(run, BenchSettings(batch_sizes=(1, 32), threads=(1,), runs=5 if fast else 20,
+                                     providers=("cpu", "cuda")))  # fmt: skip
     return _summary(run)
 
 

@@ -1,4 +1,4 @@
-"""Model plumbing: find the classifier, restrict a model's head to the chosen classes."""
+"""Model plumbing: find the classifier, restrict a model's head to the chosen classes, check it is finite."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sddpx_tp.architectures import family_of
+from sddpx_tp.errors import ModelSourceError
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -47,3 +48,19 @@ def restrict_to_classes(model: nn.Module, classes: Sequence[int]) -> nn.Module:
     parent = restricted.get_submodule(parent_name) if parent_name else restricted
     setattr(parent, attribute, sliced)
     return restricted
+
+
+def check_finite(model: nn.Module, images: torch.Tensor, what: str = "the model") -> None:
+    """Raise :class:`ModelSourceError` if ``model`` has non-finite weights or gives non-finite outputs on
+    ``images`` (a few are enough): a broken model would otherwise prune, export and pass parity as NaN."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelSourceError(f"{what} has {bad} non-finite values (NaN or inf) in {name}: its weights are broken")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images[:8])
+    model.train(was_training)
+    if not bool(torch.isfinite(outputs).all()):
+        raise ModelSourceError(f"{what} gives non-finite outputs (NaN or inf) on the images: it cannot be pruned")

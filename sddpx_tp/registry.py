@@ -12,6 +12,7 @@ PyPI package, offline. A path to a full-model file loads the user's own
 from __future__ import annotations
 
 import functools
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,9 @@ from sddpx_tp.architectures import (
     support_for,
     torchvision_family,
 )
+from sddpx_tp.checkpoint import FORMAT as PRUNED_FORMAT
 from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, literal
+from sddpx_tp.model_files import FileKind, file_kind
 
 __all__ = [
     "EFFICIENTNET_LITE0",
@@ -81,13 +84,49 @@ def imagenet_class_names() -> list[str]:
     return list(tv.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
+# What to do instead, for each kind of file that is not a state_dict (one line each; never weights_only=False).
+_NOT_WEIGHTS = {
+    FileKind.EMPTY: "it was not saved or downloaded completely",
+    FileKind.TRUNCATED: "it was not saved or downloaded completely",
+    FileKind.ONNX: "sddpx-tp prunes torch models; give the torch model's torch.save(model.state_dict(), FILE)",
+    FileKind.TORCHSCRIPT: "save its weights with torch.save(torch.jit.load(FILE).state_dict(), NEW_FILE)",
+    FileKind.SAFETENSORS: "convert it with torch.save(safetensors.torch.load_file(FILE), NEW_FILE)",
+    FileKind.ZIP: "expected torch.save(model.state_dict(), FILE)",
+    FileKind.UNKNOWN: "expected torch.save(model.state_dict(), FILE)",
+}
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path``, read without running code; one-line errors for every other kind of file."""
+    if not path.is_file():
+        raise ModelSourceError(f"weights file {path} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind in _NOT_WEIGHTS:
+        raise ModelSourceError(f"weights file {path} is {kind.value}, not a state_dict: {_NOT_WEIGHTS[kind]}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ModelSourceError(f"cannot read weights file {path}: {error}") from None
+    except pickle.UnpicklingError:  # objects beyond tensors and containers: a pickled model, say
+        raise _SourceSettingError(
+            f"weights file {literal(path)} holds pickled Python objects (a whole model?), not a plain state_dict, "
+            "and loading those runs code: save model.state_dict() instead, or pass the file itself as {model}"
+        ) from None
+    except Exception as error:  # truncated, or damaged
+        raise ModelSourceError(f"weights file {path} is {kind.value} that cannot be read ({type(error).__name__}): "
+                               "it is damaged or incomplete") from None  # fmt: skip
+    if isinstance(state, dict) and state.get("format") == PRUNED_FORMAT:
+        raise ModelSourceError(
+            f"weights file {path} is an sddpx-tp pruned model (a run's model.pt), not an unpruned state_dict; "
+            "it is read from its run folder"
+        )
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelSourceError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors")
+    return state
+
+
+def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
+    state = read_weights(path)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as error:
@@ -190,20 +229,21 @@ def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_in
 
 
 def _user_model(path: Path) -> nn.Module:
-    try:
-        torch.jit.load(path, map_location="cpu")
-    except Exception:
-        pass
-    else:
+    kind = file_kind(path)
+    if kind is FileKind.TORCHSCRIPT:
         raise ModelSourceError(
             f"{path} is a TorchScript file: its layers are compiled and cannot be pruned; "
             "save the nn.Module with torch.save(model, path) instead"
         )
+    if kind not in (FileKind.TORCH, FileKind.TORCH_LEGACY):
+        advice = "give a torch model file (torch.save(model, FILE)) or a model name"
+        raise ModelSourceError(f"model file {path} is {kind.value}, not a torch model: {advice}")
     warnings.warn(f"loading {path} unpickles Python objects: only use model files you trust", stacklevel=3)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ModelSourceError(f"cannot load model file {path}: {error}") from None
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ModelSourceError(f"cannot load model file {path}: {reason}") from None
     if isinstance(loaded, dict):
         raise _SourceSettingError(
             f"{literal(path)} holds a state_dict, not a model: name the architecture with {{model}} "

@@ -14,17 +14,19 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sddpx_tp.api import PruneResult, ResumePoint, prune
+from sddpx_tp.api import PruneResult, ResumePoint, check_prunable, prune
 from sddpx_tp.checkpoint import save_full_model, save_pruned
-from sddpx_tp.errors import Interrupted, SettingError
+from sddpx_tp.errors import Interrupted, SettingError, UserError, literal
+from sddpx_tp.fingerprints import file_digest, folder_fingerprint
 from sddpx_tp.methods import check_config
-from sddpx_tp.references import ImageSet, load_image_folder
+from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.references import ImageSet, check_labels, load_image_folder, printable
 from sddpx_tp.registry import ModelSpec
 from sddpx_tp.report import write_report
 from sddpx_tp.run_directory import RunDirectory
@@ -42,6 +44,8 @@ class RunInputs:
     references: ImageSet
     evaluation: ImageSet | None
     training: ImageSet | None
+    fingerprints: dict[str, str | None] = field(default_factory=dict)  # by role: see sddpx_tp.fingerprints
+    notes: list[str] = field(default_factory=list)  # for the report: skipped images, overlaps
 
 
 def check_device(device: str) -> None:
@@ -57,21 +61,43 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
     spec = with_overrides(spec, settings.preprocessing, settings.images.labels)
     folders = settings.images
     outputs, seed = count_outputs(model, spec), settings.config.seed
+    if folders.labels and spec.class_names is not None:
+        check_labels(spec.class_names, outputs, Path(folders.labels))
 
     def read(folder: str, role: str, chosen: list[str] | None, per_class: int | None = None) -> ImageSet:
         return load_image_folder(Path(folder), spec, outputs, chosen=chosen, per_class=per_class, seed=seed,
-                                 strict=folders.strict, role=role)  # fmt: skip
+                                 strict=folders.strict, role=role, max_pixels=folders.max_pixels)  # fmt: skip
 
     references = read(folders.references, "reference", list(folders.class_folders or []) or None, folders.per_class)
     evaluation = None if folders.evaluation is None else read(folders.evaluation, "evaluation", references.folders)
     training = None if folders.training is None else read(folders.training, "training", references.folders)
-    for image_set in (references, evaluation, training):
-        for path, _ in [] if image_set is None else image_set.skipped:
-            if warn is None:
-                warnings.warn(f"skipped unreadable image {path}", stacklevel=2)
-            else:
-                warn(f"skipped unreadable image {path}")
-    return RunInputs(model, spec, references, evaluation, training)
+    inputs = RunInputs(model, spec, references, evaluation, training)
+    digests = {}
+    for role, image_set in (("reference", references), ("evaluation", evaluation), ("training", training)):
+        if image_set is None:
+            inputs.fingerprints[role] = None
+            continue
+        digests[role] = [file_digest(path) for path in image_set.files]
+        skipped = [path for path, _ in image_set.skipped]
+        inputs.fingerprints[role] = folder_fingerprint(image_set.files, digests[role], skipped)
+        for path, _ in image_set.skipped:
+            message = f"skipped unreadable {role} image {printable(path)}"
+            warn(message) if warn is not None else warnings.warn(message, stacklevel=2)
+        if image_set.skipped:
+            inputs.notes.append(
+                f"{len(image_set.skipped)} unreadable {role} images were skipped: "
+                + ", ".join(printable(path) for path, _ in image_set.skipped[:5])
+            )
+    if evaluation is not None:
+        shared = len(set(digests["evaluation"]) & set(digests["reference"]))
+        if shared:
+            message = (
+                f"{shared} of the {len(evaluation.files)} held-out images are also reference images: "
+                "the held-out accuracy is optimistic"
+            )
+            warn(message) if warn is not None else warnings.warn(message, stacklevel=2)
+            inputs.notes.append(message + ".")
+    return inputs
 
 
 def _labelled(images: ImageSet | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -90,13 +116,30 @@ def prune_run(
 ) -> dict[str, Any]:
     """Prune as ``settings`` say into the run folder ``out``; returns the run's summary.
 
-    ``warn`` receives each warning as it happens (default: Python warnings)."""
+    Everything is validated before the folder is touched; ``force`` replaces only a run
+    folder's own files; a run that fails before its first accepted step leaves nothing
+    behind. ``warn`` receives each warning as it happens (default: Python warnings)."""
     check_device(device)
-    inputs = read_inputs(settings, warn)
     run = RunDirectory(out)
-    run.prepare(force=force, resume=resume)
-    settings = resolve(settings, inputs.spec, inputs.references)
-    resume_point = _resume_point(run, settings) if resume else None
+    run.check_writable(force=force, resume=resume)
+    check_folders(settings, run.path)
+    inputs = read_inputs(settings, warn)
+    settings = resolve(settings, inputs.spec, inputs.references, inputs.fingerprints)
+    check_prunable(restrict_to_classes(inputs.model, inputs.references.classes), inputs.references.images,
+                   settings.config)  # fmt: skip
+    existed = run.path.is_dir()
+    with run.writing(force=force, resume=resume):
+        try:
+            resume_point = _resume_point(run, settings) if resume and run.has_checkpoint() else None
+            return _prune_into(run, settings, inputs, resume_point, device, progress)
+        except UserError:
+            if not run.has_checkpoint():  # nothing accepted yet: leave the folder as it was found
+                run.folder.discard(remove_folder=not existed)
+            raise
+
+
+def _prune_into(run: RunDirectory, settings: RunSettings, inputs: RunInputs, resume_point: ResumePoint | None,
+                device: str, progress: bool) -> dict[str, Any]:  # fmt: skip
     log = _open_log(run.log)
 
     def checkpoint(session: PruningSession) -> None:
@@ -118,19 +161,48 @@ def prune_run(
             on_accept=checkpoint,
             resume=resume_point,
         )
+        summary = _finish(run, result, settings, inputs)
+        log.info("done: %s", json.dumps(summary))
+        return summary
     except KeyboardInterrupt:
         log.info("interrupted")
         raise Interrupted(run.path) from None
-    summary = _finish(run, result, settings, inputs)
-    log.info("done: %s", json.dumps(summary))
-    return summary
+    finally:
+        _close_log(log)
+
+
+def check_folders(settings: RunSettings, out: Path) -> None:
+    """The run folder may not lie inside an image folder, and held-out images are not the references."""
+    folders = settings.images
+    named = {"references": folders.references, "evaluation": folders.evaluation, "training": folders.training}
+    target = out.resolve()
+    for name, folder in named.items():
+        if folder is not None and (target == Path(folder).resolve() or Path(folder).resolve() in target.parents):
+            raise SettingError(
+                f"{{out}} {literal(out)} lies inside the {{{name}}} folder {literal(folder)}: its files would be "
+                "read as images there; choose an output folder outside it"
+            )
+    if folders.evaluation is not None and Path(folders.evaluation).resolve() == Path(folders.references).resolve():
+        raise SettingError(
+            "{evaluation} is the same folder as {references}: held-out accuracy must come from images the "
+            "pruning never saw; give another folder, or leave out {evaluation}"
+        )
 
 
 def _resume_point(run: RunDirectory, settings: RunSettings) -> ResumePoint:
-    changed = run.settings().differences(settings)
+    stored = run.settings()
+    for role in ("reference", "evaluation", "training"):
+        before = None if stored.resolved is None else getattr(stored.resolved, f"{role}_fingerprint")
+        now = None if settings.resolved is None else getattr(settings.resolved, f"{role}_fingerprint")
+        if before != now:
+            raise SettingError(
+                f"the {role} images changed since the run started (their content fingerprint differs): "
+                "restore them to resume, or start a new run with {force}"
+            )
+    changed = stored.differences(settings)
     if changed:
         raise SettingError(
-            f"resuming needs the same settings as the interrupted run; these differ: {', '.join(changed)}"
+            f"resuming needs the same settings as the interrupted run; these differ: {literal(', '.join(changed))}"
         )
     saved = run.checkpoint()
     return ResumePoint(
@@ -144,13 +216,17 @@ def _open_log(path: Path) -> logging.Logger:
     logger = logging.getLogger(f"sddpx_tp.run.{path.parent}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    handler = logging.FileHandler(path, encoding="utf-8")
+    _close_log(logger)
+    handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     return logger
+
+
+def _close_log(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
@@ -180,21 +256,17 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
         "input": {"size": inputs.spec.input_size, "resize": inputs.spec.resize_size, "mean": list(inputs.spec.mean),
                   "std": list(inputs.spec.std)},
     }  # fmt: skip
-    save_pruned(result.model, run.model, metadata)
-    save_full_model(result.model, run.model_full)
-    notes = []
+    notes = list(inputs.notes)
     if inputs.evaluation is None:
         notes.append(
             "No held-out images: accuracies are on the reference images that guided the pruning, "
             "so they are optimistic. Give a folder of held-out images for an honest figure."
         )
-    if inputs.references.skipped:
-        notes.append(
-            f"{len(inputs.references.skipped)} unreadable reference images were skipped: "
-            + ", ".join(str(path) for path, _ in inputs.references.skipped[:5])
-        )
     report = write_report(run, result.trajectory, settings.to_dict(), class_table(inputs.references, inputs.spec),
                           notes)  # fmt: skip
+    # The pruned model last: its presence is what makes the run finished (export, bench and report need it).
+    save_full_model(result.model, run.model_full)
+    save_pruned(result.model, run.model, metadata)
     summary = result.summary()
     summary.update(
         {

@@ -19,16 +19,18 @@ checkpoint it names.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from sddpx_tp.checkpoint import atomic_write, load_pruned, save_pruned
+from sddpx_tp.checkpoint import atomic_write, checkpoint_metadata, load_pruned, save_pruned
 from sddpx_tp.errors import RunFolderError, SettingError, literal
+from sddpx_tp.owned_folder import OwnedFolder
 from sddpx_tp.run_settings import RunSettings
 from sddpx_tp.trajectory import PruningSession, StepRecord
 
@@ -39,6 +41,16 @@ def write_json(path: Path, document: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+_ENTRIES: list[str] = []  # every top-level name a run writes: what --force may replace (filled by _entry)
+
+
+def _entry(*parts: str) -> property:
+    """A run file's path property; its top-level name joins the run's entries."""
+    if parts[0] not in _ENTRIES:
+        _ENTRIES.append(parts[0])
+    return property(lambda self: self.path.joinpath(*parts))
 
 
 @dataclass
@@ -55,21 +67,21 @@ class RunDirectory:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    state = property(lambda self: self.path / "state.json")
-    last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
-    steps_folder = property(lambda self: self.path / "steps")
-    model = property(lambda self: self.path / "model.pt")
-    model_full = property(lambda self: self.path / "model_full.pt")
-    report_json = property(lambda self: self.path / "report.json")
-    report_md = property(lambda self: self.path / "report.md")
-    accuracy_plot = property(lambda self: self.path / "accuracy.png")
-    log = property(lambda self: self.path / "prune.log")
-    onnx = property(lambda self: self.path / "model.onnx")
-    baseline_onnx = property(lambda self: self.path / "baseline.onnx")
-    export_json = property(lambda self: self.path / "export.json")
-    bench_json = property(lambda self: self.path / "bench.json")
-    latency_curve_json = property(lambda self: self.path / "latency_curve.json")
-    latency_plot = property(lambda self: self.path / "accuracy_latency.png")
+    state = _entry("state.json")
+    last_checkpoint = _entry("checkpoints", "last.pt")
+    steps_folder = _entry("steps")
+    model = _entry("model.pt")
+    model_full = _entry("model_full.pt")
+    report_json = _entry("report.json")
+    report_md = _entry("report.md")
+    accuracy_plot = _entry("accuracy.png")
+    log = _entry("prune.log")
+    onnx = _entry("model.onnx")
+    baseline_onnx = _entry("baseline.onnx")
+    export_json = _entry("export.json")
+    bench_json = _entry("bench.json")
+    latency_curve_json = _entry("latency_curve.json")
+    latency_plot = _entry("accuracy_latency.png")
 
     def step_model(self, step: int) -> Path:
         return self.steps_folder / f"step-{step:03d}.pt"
@@ -78,41 +90,50 @@ class RunDirectory:
         """Kept step models by step number."""
         return {int(path.stem.split("-")[1]): path for path in sorted(self.steps_folder.glob("step-*.pt"))}
 
-    def prepare(self, force: bool, resume: bool) -> None:
-        """Refuse to clobber an existing run unless ``force``; check a run to ``resume`` exists."""
+    @property
+    def folder(self) -> OwnedFolder:
+        """The folder as sddpx-tp owns it: its marker, lock and the entries ``force`` may replace."""
+        return OwnedFolder(self.path, "run", tuple(_ENTRIES))
+
+    def check_writable(self, force: bool, resume: bool) -> None:
+        """Raise, writing nothing, unless a run can start (or, with ``resume``, continue) here."""
         if resume:
             if force:
                 raise SettingError("{force} and {resume} contradict each other: choose one")
-            if not self.state.is_file():
+            if not self.folder.is_ours():
                 raise SettingError(
-                    f"nothing to resume in {literal(self.path)}: it holds no {self.state.name} "
+                    f"nothing to resume in {literal(self.path)}: it is not a run folder made by sddpx-tp "
                     "(start without {resume})"
                 )
             return
-        if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(f"output path {self.path} is a file, not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            if not force:
-                raise SettingError(
-                    f"output folder {literal(self.path)} already exists and is not empty; "
-                    "pass {force} to replace it, {resume} to continue its run, or choose another {out}"
-                )
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.folder.check_writable(force)
+
+    @contextlib.contextmanager
+    def writing(self, force: bool = False, resume: bool = False) -> Iterator[None]:
+        """Hold the run folder for writing: created (or, with ``force``, our files in it replaced), locked."""
+        self.check_writable(force, resume)
+        with self.folder.writing(force, reuse=resume):
+            yield
+
+    def has_checkpoint(self) -> bool:
+        return self.state.is_file()
 
     def _read_state(self) -> dict[str, Any]:
         try:
-            return dict(json.loads(self.state.read_text()))
+            state = json.loads(self.state.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise RunFolderError(f"cannot read {self.state}: {error}") from None
+            raise RunFolderError(f"cannot read {self.state} ({_reason(error)}): the run cannot be used") from None
+        if not isinstance(state, dict):
+            raise RunFolderError(f"{self.state} is not a run state (a JSON object): the run cannot be used")
+        return state
 
     def settings(self) -> RunSettings:
-        """The settings of the run in this folder (any run, finished or not)."""
+        """The settings of the run in this folder (any run, finished or not), validated."""
         if not self.state.is_file():
             raise RunFolderError(
                 f"{self.path} is not an sddpx-tp run folder (no {self.state.name}); pass a folder made by pruning"
             )
-        return RunSettings.from_dict(self._read_state().get("settings", {}), str(self.state))
+        return RunSettings.from_dict(self._read_state().get("settings"), str(self.state))
 
     def finished_settings(self) -> RunSettings:
         """The settings of a finished run (one with a pruned model)."""
@@ -140,16 +161,51 @@ class RunDirectory:
 
     def checkpoint(self) -> Checkpoint:
         state = self._read_state()
-        return Checkpoint(
-            trajectory=[StepRecord.from_dict(record) for record in state["trajectory"]],
-            schedule_state=state["schedule_state"],
-        )
+        try:
+            return Checkpoint(
+                trajectory=[StepRecord.from_dict(record) for record in state["trajectory"]],
+                schedule_state=dict(state["schedule_state"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunFolderError(f"{self.state} is damaged ({_reason(error)}): the run cannot resume") from None
 
     def trajectory(self) -> list[dict[str, Any]]:
-        return list(self._read_state()["trajectory"])
+        trajectory = self._read_state().get("trajectory")
+        if not isinstance(trajectory, list):
+            raise RunFolderError(f"{self.state} has no trajectory: the run cannot be used")
+        return trajectory
 
     def load_checkpoint_model(self, architecture: nn.Module) -> nn.Module:
-        return load_pruned(self.last_checkpoint, architecture)
+        """The model of the last accepted step; refused unless it is whole and the step ``state.json`` names."""
+        expected = self._read_state().get("step")
+        try:
+            step = checkpoint_metadata(self.last_checkpoint).get("step")
+            model = load_pruned(self.last_checkpoint, architecture)
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError) as error:
+            raise RunFolderError(
+                f"the checkpoint {self.last_checkpoint} is missing or damaged ({_reason(error)}): "
+                "the run cannot resume; start it again"
+            ) from None
+        if step != expected:
+            raise RunFolderError(
+                f"the checkpoint {self.last_checkpoint} is of step {step}, but {self.state.name} is at step "
+                f"{expected}: the run cannot resume; start it again"
+            )
+        return model
 
     def report(self) -> dict[str, Any]:
-        return dict(json.loads(self.report_json.read_text()))
+        try:
+            report = json.loads(self.report_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunFolderError(f"cannot read {self.report_json} ({_reason(error)})") from None
+        if not isinstance(report, dict):
+            raise RunFolderError(f"{self.report_json} is not a run report (a JSON object)")
+        return report
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error's text, for a one-line message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

@@ -6,6 +6,9 @@ Every result is also folded into the run's report (``report.json``, ``report.md`
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,29 +27,70 @@ from sddpx_tp.errors import RunFolderError, SettingError, UserError, literal
 from sddpx_tp.export.bench import BenchSettings, bench_onnx, bench_torch, model_facts, onnx_input_shape, speedups
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 from sddpx_tp.metrics import count_macs
+from sddpx_tp.models import check_finite
 from sddpx_tp.report import refresh_run_report
 from sddpx_tp.run_directory import RunDirectory, write_json
-from sddpx_tp.run_models import baseline_model, pruned_model, reference_images, source_model
+from sddpx_tp.run_models import (
+    baseline_model,
+    confirm_model_file,
+    pruned_model,
+    reference_images,
+    source_model,
+)
 from sddpx_tp.run_settings import ModelSource
 
 
-def export_model(
-    model: nn.Module,
+def check_export_options(opset: int, tolerance: float) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not DEFAULT_OPSET <= opset <= newest:
+        raise SettingError(f"{{opset}} must be in [{DEFAULT_OPSET}, {newest}] (this onnx's newest), not {opset}")
+    if not 0 <= tolerance < math.inf:
+        raise SettingError(f"{{tolerance}} must be a finite number >= 0, not {tolerance}")
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise SettingError(f"{literal(path)} is a folder; give {{onnx}} a file path ending in .onnx")
+    if path.suffix != ".onnx":
+        raise SettingError(f"{{onnx}} {literal(path)} must end in .onnx")
+    if path.exists() and not force:
+        raise SettingError(f"{literal(path)} exists; pass {{force}} to replace it")
+
+
+def export_models(
+    models: dict[Path, nn.Module],
     images: torch.Tensor,
-    path: Path,
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
-) -> dict[str, Any]:
-    """Export ``model`` to ``path``, checked against torch on ``images``; its file facts and parity.
+) -> list[dict[str, Any]]:
+    """Export each model to its path, checked against torch on ``images``: all of them or none.
 
-    Raises :class:`~sddpx_tp.export.onnx.ParityError` (nothing written) when ONNX Runtime disagrees.
+    Every file is exported into a staging folder and moved into place only when all
+    passed the checker and the parity check; otherwise nothing is written and the error
+    (:class:`~sddpx_tp.export.onnx.ParityError` past ``tolerance``) propagates.
     """
-    if path.exists() and not force:
-        raise SettingError(f"{literal(path)} exists; pass {{force}} to replace it")
-    macs = count_macs(model, images[:1])
-    parity = export_onnx(model, images, path, images, opset=opset, tolerance=tolerance, metadata={"macs": str(macs)})
-    return {**model_facts(path), "parity": parity.to_dict()}
+    check_export_options(opset, tolerance)
+    for path, model in models.items():
+        _check_target(path, force)
+        check_finite(model, images, f"the model for {path.name}")
+    staging_parent = next(iter(models)).parent
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=staging_parent, prefix=".sddpx-export-"))
+    try:
+        parities = {}
+        for index, (path, model) in enumerate(models.items()):
+            staged = staging / f"{index}.onnx"
+            macs = count_macs(model, images[:1])
+            parities[path] = export_onnx(model, images, staged, images, opset=opset, tolerance=tolerance,
+                                         metadata={"macs": str(macs)})  # fmt: skip
+        for index, path in enumerate(models):
+            os.replace(staging / f"{index}.onnx", path)
+        return [{**model_facts(path), "parity": parities[path].to_dict()} for path in models]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_run(
@@ -56,34 +100,48 @@ def export_run(
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
+    model_file: Path | None = None,
 ) -> dict[str, Any]:
-    """The run's pruned model (and its unpruned baseline, same classes) as ONNX, next to each other."""
+    """The run's pruned model (and its unpruned baseline, same classes) as ONNX, next to each other.
+
+    ``model_file``: for a run pruned from a model file, that file, named again by the
+    caller (it is unpickled; the run folder alone never makes sddpx-tp load it)."""
+    check_export_options(opset, tolerance)
     settings = run.finished_settings()
-    images = reference_images(settings)
+    confirm_model_file(settings, model_file, run.path)
     target = onnx_path or run.onnx
-    options = {"force": force, "opset": opset, "tolerance": tolerance}
-    results = {"model": export_model(pruned_model(settings, run.model), images, target, **options)}  # type: ignore[arg-type]
-    if baseline:
-        second = target.with_name(run.baseline_onnx.name)
-        results["baseline"] = export_model(baseline_model(settings), images, second, **options)  # type: ignore[arg-type]
-    write_json(run.export_json, results)
-    refresh_run_report(run)
+    targets = [target, target.with_name(run.baseline_onnx.name)] if baseline else [target]
+    for path in targets:
+        _check_target(path, force)
+    with run.folder.lock():
+        images = reference_images(settings)
+        models = {target: pruned_model(settings, run.model)}
+        if baseline:
+            models[targets[1]] = baseline_model(settings)
+        facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance)
+        results = dict(zip(["model", "baseline"], facts, strict=False))
+        write_json(run.export_json, results)
+        refresh_run_report(run)
     return results
 
 
 def export_source(source: ModelSource, path: Path, input_size: int | None = None, **options: Any) -> dict[str, Any]:
     """An unpruned registry model (or model file) as ONNX, checked on random inputs."""
+    check_export_options(options.get("opset", DEFAULT_OPSET), options.get("tolerance", DEFAULT_TOLERANCE))
+    _check_target(path, bool(options.get("force", False)))
     model, spec = source_model(source)
     size = input_size or spec.input_size
     images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return {"model": export_model(model, images, path, **options)}
+    return {"model": export_models({path: model}, images, **options)[0]}
 
 
 def _valid_onnx(path: Path, label: str) -> None:
     import onnx
 
+    if not path.exists():
+        raise UserError(f"{label} model {path} does not exist")
     if not path.is_file() or path.suffix != ".onnx":
-        raise UserError(f"{path} is not an ONNX file (.onnx)")
+        raise UserError(f"{label} model {path} is not an ONNX file (.onnx)")
     try:
         onnx.checker.check_model(str(path))
     except Exception as error:
@@ -104,28 +162,38 @@ def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: 
             "speedups": gains}  # fmt: skip
 
 
-def bench_run(run: RunDirectory, settings: BenchSettings, with_torch: bool = True) -> dict[str, Any]:
-    """Benchmark a run's exports against each other (and the torch models), into the run's report."""
+def bench_run(
+    run: RunDirectory, settings: BenchSettings, with_torch: bool = True, model_file: Path | None = None
+) -> dict[str, Any]:
+    """Benchmark a run's exports against each other (and the torch models), into the run's report.
+
+    ``model_file``: as for :func:`export_run` (needed with ``with_torch`` for a run pruned from a model file)."""
+    run_settings = run.finished_settings()
     if not run.onnx.is_file():
         raise RunFolderError(f"run {run.path} has no {run.onnx.name}: export it first")
+    if with_torch:
+        confirm_model_file(run_settings, model_file, run.path)
     models = {"pruned": run.onnx}
     if run.baseline_onnx.is_file():
         models["baseline"] = run.baseline_onnx
-    torch_models = None
-    if with_torch:
-        run_settings = run.finished_settings()
-        torch_models = {"pruned": pruned_model(run_settings, run.model)}
-        if "baseline" in models:
-            torch_models["baseline"] = baseline_model(run_settings)
-    result = bench_files(models, settings, torch_models)
-    write_json(run.bench_json, result)
-    refresh_run_report(run)
+    with run.folder.lock():
+        torch_models = None
+        if with_torch:
+            torch_models = {"pruned": pruned_model(run_settings, run.model)}
+            if "baseline" in models:
+                torch_models["baseline"] = baseline_model(run_settings)
+        result = bench_files(models, settings, torch_models)
+        write_json(run.bench_json, result)
+        refresh_run_report(run)
     return result
 
 
-def step_latencies(run: RunDirectory, threads: int = 1, runs: int = 20) -> list[dict[str, Any]]:
+def step_latencies(
+    run: RunDirectory, threads: int = 1, runs: int = 20, model_file: Path | None = None
+) -> list[dict[str, Any]]:
     """Export every kept step model and time them all, interleaved (batch 1)."""
     settings = run.finished_settings()
+    confirm_model_file(settings, model_file, run.path)
     steps = run.step_models()
     if len(steps) < 2:
         raise SettingError(
@@ -145,12 +213,15 @@ def step_latencies(run: RunDirectory, threads: int = 1, runs: int = 20) -> list[
     ]
 
 
-def latency_curve(run: RunDirectory, threads: int = 1, runs: int = 20) -> list[dict[str, Any]]:
+def latency_curve(
+    run: RunDirectory, threads: int = 1, runs: int = 20, model_file: Path | None = None
+) -> list[dict[str, Any]]:
     """Latency of every kept step model against filter rate, with accuracy: a JSON file and a plot."""
-    rows = step_latencies(run, threads, runs)
-    write_json(run.latency_curve_json, rows)
-    _plot(run.report()["trajectory"], rows, run.latency_plot)
-    refresh_run_report(run)
+    rows = step_latencies(run, threads, runs, model_file)
+    with run.folder.lock():
+        write_json(run.latency_curve_json, rows)
+        _plot(run.report()["trajectory"], rows, run.latency_plot)
+        refresh_run_report(run)
     return rows
 
 

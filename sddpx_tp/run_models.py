@@ -7,6 +7,7 @@ architecture they load into is rebuilt from :class:`RunSettings`' model source.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from sddpx_tp.checkpoint import load_pruned
+from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.models import restrict_to_classes
 from sddpx_tp.references import ImageSet, load_image_folder, read_labels_file
 from sddpx_tp.registry import ModelSpec, available_models, create_model
@@ -24,6 +26,22 @@ def source_model(source: ModelSource) -> tuple[nn.Module, ModelSpec]:
     """The unpruned model as the run started from it, and its preprocessing."""
     weights = None if source.weights is None else Path(source.weights)
     return create_model(source.name, weights, source.num_classes, source.random_init)
+
+
+def confirm_model_file(settings: RunSettings, named: Path | str | None, run: Path) -> None:
+    """Refuse to rebuild a run's model from a model file unless the user named that file again.
+
+    A model file is a pickle: loading it runs code. A run folder's settings say which
+    file the run came from, and anyone can edit them, so a command that reads a run
+    (export, bench, report) unpickles only a file its own caller names (``named``)."""
+    source = settings.model.name
+    if source in available_models():
+        return
+    if named is None or Path(named).resolve() != Path(source).resolve():
+        raise SettingError(
+            f"run {literal(run)} was pruned from the model file {literal(source)}; rebuilding it means unpickling "
+            f"that file, which runs its code: if you trust it, name it with {{model}} {literal(source)}"
+        )
 
 
 def fresh_architecture(source: ModelSource) -> nn.Module:
@@ -68,8 +86,11 @@ def run_spec(settings: RunSettings) -> ModelSpec:
     return replace(spec, input_size=used.input_size, resize_size=used.resize_size, mean=used.mean, std=used.std)
 
 
-def resolve(settings: RunSettings, spec: ModelSpec, references: ImageSet) -> RunSettings:
-    """``settings`` with what was decided when the run started: preprocessing used, classes kept."""
+def resolve(
+    settings: RunSettings, spec: ModelSpec, references: ImageSet, fingerprints: Mapping[str, str | None]
+) -> RunSettings:
+    """``settings`` with what was decided when the run started: preprocessing used, classes kept, and
+    the image folders' fingerprints (by role: ``reference``, ``evaluation``, ``training``)."""
     used = ResolvedInput(
         input_size=spec.input_size,
         resize_size=spec.resize_size,
@@ -77,6 +98,9 @@ def resolve(settings: RunSettings, spec: ModelSpec, references: ImageSet) -> Run
         std=tuple(spec.std),
         classes=tuple(references.classes),
         class_folders=tuple(references.folders),
+        reference_fingerprint=fingerprints.get("reference") or "",
+        evaluation_fingerprint=fingerprints.get("evaluation"),
+        training_fingerprint=fingerprints.get("training"),
     )
     return replace(settings, resolved=used)
 

@@ -15,8 +15,11 @@ from typing import Any
 
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError, StaleRunError
+from sddpx_tp.references import DEFAULT_MAX_PIXELS
 
-SCHEMA = 2  # 1 (unversioned): the command line's raw option dict
+SCHEMA = 3  # 1 (unversioned): the command line's raw option dict; 2: no image fingerprints, no max_pixels
+MAX_OUTPUTS = 100_000  # more outputs than any classifier has: a typo, which would allocate gigabytes
+MAX_INPUT_SIZE = 4096  # pixels per side of the model input
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,10 @@ class ModelSource:
     weights: str | None = None  # a state_dict file
     num_classes: int | None = None  # outputs of a checkpoint that is not 1000-way
     random_init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_classes is not None and not 2 <= self.num_classes <= MAX_OUTPUTS:
+            raise SettingError(f"{{num_classes}} must be in [2, {MAX_OUTPUTS}], not {self.num_classes}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ class ImageFolders:
     per_class: int | None = None  # at most this many reference images per class
     strict: bool = False  # unreadable images are errors instead of skipped
     labels: str | None = None  # a class names file, one name per output
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images (as stored, or after the resize) are refused
+
+    def __post_init__(self) -> None:
+        if self.per_class is not None and self.per_class < 1:
+            raise SettingError(f"{{per_class}} must be >= 1, not {self.per_class}")
+        if self.max_pixels < 1:
+            raise SettingError(f"{{max_pixels}} must be >= 1, not {self.max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,15 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("input_size", "resize_size"):
+            size = getattr(self, name)
+            if size is not None and not 8 <= size <= MAX_INPUT_SIZE:
+                raise SettingError(f"{{{name}}} must be in [8, {MAX_INPUT_SIZE}] pixels, not {size}")
+        if self.input_size and self.resize_size and self.resize_size < self.input_size:
+            raise SettingError(
+                f"{{resize_size}} {self.resize_size} is smaller than {{input_size}} {self.input_size}: "
+                "the crop would pad the image with black; give a resize size >= the input size"
+            )
         for name in ("mean", "std"):
             values = getattr(self, name)
             if values is not None and len(values) != 3:
@@ -72,6 +95,10 @@ class ResolvedInput:
     std: tuple[float, ...]
     classes: tuple[int, ...]  # model output indices, in the order of ``class_folders``
     class_folders: tuple[str, ...]
+    # Content fingerprints of the image folders read (sddpx_tp.fingerprints): a resume checks them.
+    reference_fingerprint: str = ""
+    evaluation_fingerprint: str | None = None
+    training_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +116,7 @@ class RunSettings:
         return {"schema": SCHEMA, **_plain(dataclasses.asdict(self))}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> RunSettings:
+    def from_dict(cls, data: Any, where: str) -> RunSettings:
         """Read a stored record; ``where`` names the file in error messages."""
         schema = data.get("schema", 1) if isinstance(data, dict) else None
         if schema != SCHEMA:
@@ -98,19 +125,21 @@ class RunSettings:
                 "prune again to make a new run with this version"
             )
         try:
-            preprocessing = {key: _tuple(value) for key, value in data["preprocessing"].items()}
-            images = {key: _tuple(value) for key, value in data["images"].items()}
             resolved = data["resolved"]
+            keep_models = data["keep_models"]
+            if not isinstance(keep_models, bool):
+                raise TypeError("keep_models is not true or false")
             return cls(
-                model=ModelSource(**data["model"]),
-                images=ImageFolders(**images),
+                model=_typed(ModelSource, data["model"]),
+                images=_typed(ImageFolders, data["images"]),
                 config=PruneConfig.from_dict(data["config"]),
-                preprocessing=Preprocessing(**preprocessing),
-                keep_models=bool(data["keep_models"]),
-                resolved=None if resolved is None else ResolvedInput(**{k: _tuple(v) for k, v in resolved.items()}),
+                preprocessing=_typed(Preprocessing, data["preprocessing"]),
+                keep_models=keep_models,
+                resolved=None if resolved is None else _typed(ResolvedInput, resolved),
             )
-        except (KeyError, TypeError, ValueError) as error:
-            raise StaleRunError(f"{where} holds settings this sddpx-tp cannot read ({error})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            detail = error.render(str) if isinstance(error, SettingError) else str(error).splitlines()[0][:200]
+            raise StaleRunError(f"{where} holds settings this sddpx-tp cannot read ({detail})") from None
 
     def differences(self, other: RunSettings) -> list[str]:
         """Names of the settings (leaf fields) that differ between two runs, ``resolved`` included."""
@@ -129,8 +158,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+# The field types of these records, as their annotations spell them, and the JSON values each accepts.
+_SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    options = [option.strip() for option in annotation.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        if option.startswith("tuple[") and isinstance(value, list):
+            item = option[len("tuple[") : -len(", ...]")]
+            return all(_accepts(item, element) for element in value)
+        allowed = _SCALARS.get(option, ())
+        if isinstance(value, allowed) and (option == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def _typed(cls: type[Any], values: Any) -> Any:
+    """A record of ``cls`` from stored JSON, each field checked against its annotation (lists become tuples)."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{cls.__name__} is not a JSON object")
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has unknown fields {unknown}")
+    for name, value in values.items():
+        if not _accepts(str(fields[name].type), value):
+            raise TypeError(f"{cls.__name__}.{name} is {value!r}, not {fields[name].type}")
+    return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

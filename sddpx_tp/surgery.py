@@ -73,6 +73,19 @@ class PrunableModel:
             for group in self.graph.get_all_groups(ignored_layers=self.ignored, root_module_types=[nn.Conv2d])
         }
 
+    def can_prune(self) -> bool:
+        """Whether any group can lose a bundle of channels without falling below its floor."""
+        floor = max(self.min_channels, self.round_to)
+        for group in self.groups().values():
+            width = int(group[0].dep.target.module.out_channels)
+            if width - (width % self.round_to or self.round_to) >= floor:
+                return True
+        return False
+
+    def widest(self) -> int:
+        """Channels of the widest prunable group."""
+        return max((int(group[0].dep.target.module.out_channels) for group in self.groups().values()), default=0)
+
     def consumers(self, root: str) -> list[str]:
         """Names of the layers that read the channels of ``root``'s group (convs, the classifier);
         empty when ``root`` no longer leads a prunable group."""

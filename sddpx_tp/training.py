@@ -7,6 +7,7 @@ run in eval mode, so their statistics do not move).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
@@ -38,8 +39,8 @@ class TrainingConfig:
             raise SettingError(f"{{epochs}} must be >= 1, not {self.epochs}")
         if self.finetune_epochs < 0:
             raise SettingError(f"{{finetune_epochs}} must be >= 0, not {self.finetune_epochs}")
-        if not self.lr > 0:
-            raise SettingError(f"{{lr}} must be positive, not {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise SettingError(f"{{lr}} must be a positive finite number, not {self.lr}")
         if self.batch_size < 1:
             raise SettingError(f"{{batch_size}} must be >= 1, not {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:

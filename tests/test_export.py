@@ -169,10 +169,10 @@ def test_export_parity_failure_exit_code(finished_run: Path, tmp_path: Path) -> 
     [
         (["bench", "{text}"], "not an ONNX file"),
         (["bench", "{fake_onnx}"], "not a valid ONNX model"),
-        (["bench", "{run_without_model}"], "no model.onnx"),
+        (["bench", "{run_without_model}"], "no pruned model"),
         (["export", "{run_without_model}", "--onnx"], "no pruned model"),
         (["bench", "{text}", "--provider", "tpu"], "unknown provider"),
-        (["export", "--onnx", "x.onnx"], "either a RUN"),
+        (["export", "--onnx", "x.onnx"], "give a RUN folder"),
     ],
 )
 def test_export_and_bench_bad_input(args: list[str], expected: str, tmp_path: Path) -> None:

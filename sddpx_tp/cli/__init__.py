@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ import click
 from sddpx_tp import __version__
 from sddpx_tp.cli.flags import flag
 from sddpx_tp.errors import Interrupted, SettingError, UserError
+from sddpx_tp.run_directory import RunDirectory
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -44,11 +46,12 @@ class _OneLineErrors(click.Group):
             click.echo(f"sddpx-tp: error: {message}", err=True)
             sys.exit(EXIT_USAGE)
         except Interrupted as stop:
-            click.echo(
-                f"sddpx-tp: interrupted: the run in {stop.run} stopped after its last accepted step; "
-                "continue it with --resume",
-                err=True,
+            where = (
+                "stopped after its last accepted step; continue it with --resume"
+                if RunDirectory(Path(str(stop.run))).has_checkpoint()
+                else "stopped before its first accepted step; --resume starts it over"
             )
+            click.echo(f"sddpx-tp: interrupted: the run in {stop.run} {where}", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except (KeyboardInterrupt, click.exceptions.Abort):
             click.echo("sddpx-tp: interrupted", err=True)

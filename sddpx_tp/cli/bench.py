@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from sddpx_tp.errors import UserError
 from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table
 from sddpx_tp.run_directory import RunDirectory
 from sddpx_tp.run_export import bench_files, bench_run
@@ -23,6 +22,12 @@ from sddpx_tp.run_export import bench_files, bench_run
 @click.option("--runs", type=click.IntRange(min=3), default=20, help="timed runs per model and setting")
 @click.option("--warmup", type=click.IntRange(min=0), default=3)
 @click.option("--torch/--no-torch", "with_torch", default=True, help="with a RUN: also time eager torch")
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(path_type=Path),
+    help="with a RUN pruned from a model file: that file, named to confirm it may be unpickled",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_command(target: Path, **options: Any) -> None:
     """Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."""
@@ -31,12 +36,10 @@ def bench_command(target: Path, **options: Any) -> None:
         options["batches"], options["threads"], options["warmup"], options["runs"], options["providers"]
     )
     if target.is_dir():
-        result = bench_run(RunDirectory(target), settings, with_torch=options["with_torch"])
+        result = bench_run(RunDirectory(target), settings, options["with_torch"], options["model_file"])
     else:
         models = {"pruned": target}
         if options["baseline"] is not None:
-            if not Path(options["baseline"]).is_file():
-                raise UserError(f"baseline {options['baseline']} is not a file")
             models["baseline"] = Path(options["baseline"])
         result = bench_files(models, settings)
     click.echo(json.dumps(result) if options["as_json"] else markdown_table(result["latency"], result["speedups"]))

@@ -26,14 +26,19 @@ class ParityFailed(click.ClickException):
 @click.option(
     "--onnx", "onnx_path", is_flag=False, flag_value="", default=None, help="write ONNX here [RUN/model.onnx]"
 )
-@click.option("--model", "model_name", help="export a registry model instead of a run (the unpruned baseline)")
+@click.option(
+    "--model",
+    "model_name",
+    help="export a registry model instead of a run (the unpruned baseline); with RUN: the model file the run "
+    "was pruned from, named to confirm that it may be unpickled",
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--num-classes", type=click.IntRange(min=2))
+@click.option("--num-classes", type=int)
 @click.option("--random-init", is_flag=True)
-@click.option("--input-size", type=click.IntRange(min=8), help="with --model: the input size [the model's]")
+@click.option("--input-size", type=click.IntRange(min=8, max=4096), help="with --model: the input size [the model's]")
 @click.option("--baseline/--no-baseline", default=True, help="with RUN: also export the unpruned model (same classes)")
-@click.option("--opset", type=click.IntRange(min=13), default=DEFAULT_OPSET)
-@click.option("--tolerance", type=click.FloatRange(min=0), default=DEFAULT_TOLERANCE, help="max abs logit difference")
+@click.option("--opset", type=int, default=DEFAULT_OPSET)
+@click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs logit difference")
 @click.option("--force", is_flag=True, help="replace existing ONNX files")
 @click.option("--json", "as_json", is_flag=True)
 def export_command(run: Path | None, **options: Any) -> None:
@@ -42,13 +47,15 @@ def export_command(run: Path | None, **options: Any) -> None:
     Exit code 3: the export ran but ONNX Runtime's outputs differ from torch's by
     more than --tolerance; nothing is written then.
     """
-    if (run is None) == (options["model_name"] is None):
-        raise UserError("give either a RUN folder or --model NAME (not both)")
+    if run is None and options["model_name"] is None:
+        raise UserError("give a RUN folder, or --model NAME to export an unpruned model")
     checks = {"force": options["force"], "opset": options["opset"], "tolerance": options["tolerance"]}
     try:
         if run is not None:
             target = Path(options["onnx_path"]) if options["onnx_path"] else None
-            results = export_run(RunDirectory(run), target, baseline=options["baseline"], **checks)
+            model_file = None if options["model_name"] is None else Path(options["model_name"])
+            results = export_run(RunDirectory(run), target, baseline=options["baseline"], model_file=model_file,
+                                 **checks)  # fmt: skip
         else:
             if not options["onnx_path"]:
                 raise UserError("with --model, say where to write: --onnx PATH")

@@ -20,6 +20,8 @@ _FLAGS = {
     "model": "--model",
     "resume": "--resume",
     "out": "--out",
+    "batch_sizes": "--batch",
+    "providers": "--provider",
 }
 
 

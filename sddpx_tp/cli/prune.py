@@ -13,6 +13,7 @@ from zennit.composites import COMPOSITES
 from sddpx_tp.cli.flags import echo_warning, floats
 from sddpx_tp.config import COMPENSATIONS, DEFAULT_MIN_STEP, PruneConfig
 from sddpx_tp.methods import available_methods
+from sddpx_tp.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.run import prune_run
 from sddpx_tp.run_settings import ImageFolders, ModelSource, Preprocessing, RunSettings
@@ -89,6 +90,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
             per_class=options["per_class"],
             strict=options["strict"],
             labels=text("labels"),
+            max_pixels=options["max_pixels"],
         ),
         config=config_from_options(options),
         preprocessing=Preprocessing(
@@ -116,6 +118,12 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option("--classes", "class_folders", help="comma-separated class folders to use (default: all)")
 @click.option("--per-class", type=click.IntRange(min=1), help="at most this many reference images per class")
 @click.option("--eval", "eval_dir", type=click.Path(path_type=Path), help="held-out images, same layout")
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=DEFAULT_MAX_PIXELS,
+    help="refuse images larger than this, as stored or after the resize (decompression bombs)",
+)
 @click.option("--input-size", type=click.IntRange(min=8), help="crop size (default: the model's)")
 @click.option("--resize-size", type=click.IntRange(min=8), help="resize before the crop")
 @click.option("--mean", help="normalisation mean: one value or three")
@@ -177,7 +185,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's)")
+@click.option("--threads", type=click.IntRange(min=1, max=1024), help="torch CPU threads (default: torch's)")
 @click.option("--strict", is_flag=True, help="unreadable images are errors instead of skipped")
 @click.option("--keep-models", is_flag=True, help="also save every accepted step's model in RUN/steps/")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document with the summary on stdout")

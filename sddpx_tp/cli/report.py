@@ -16,12 +16,18 @@ from sddpx_tp.run_export import latency_curve
 @click.option("--latency", is_flag=True, help="export and time every kept step model; plot latency against rate")
 @click.option("--threads", type=click.IntRange(min=1), default=1, help="threads for the latency curve")
 @click.option("--runs", type=click.IntRange(min=3), default=20, help="timed runs per step model")
-def report_command(run: Path, latency: bool, threads: int, runs: int) -> None:
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(path_type=Path),
+    help="with --latency, for a run pruned from a model file: that file, named to confirm it may be unpickled",
+)
+def report_command(run: Path, latency: bool, threads: int, runs: int, model_file: Path | None) -> None:
     """Rebuild RUN/report.md from the run, its export and benchmark files."""
     folder = RunDirectory(run)
     folder.finished_settings()
     if latency:
-        latency_curve(folder, threads, runs)
+        latency_curve(folder, threads, runs, model_file)
     else:
         refresh_run_report(folder)
     click.echo(f"report: {folder.report_md}")
