@@ -9,6 +9,8 @@ before/after summary.
 
 from __future__ import annotations
 
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 from sddpx_tp.config import PruneConfig
-from sddpx_tp.errors import SettingError, UserError
+from sddpx_tp.errors import Interrupted, SettingError, UserError, literal
 from sddpx_tp.export.bench import BenchSettings
 from sddpx_tp.fashion import (
     CLASS_NAMES,
@@ -38,7 +40,10 @@ FOLDER_NAMES = [name.replace("/", "-") for name in CLASS_NAMES]
 FASHION_MEAN, FASHION_STD, FASHION_SIZE = 0.286, 0.353, 32
 # --fast: coarser than the defaults, so that a smoke test takes seconds, not minutes.
 FAST_SCHEDULE = {"step": 0.4, "min_step": 0.4, "max_excluded": 1}
-DEMO_ENTRIES = ("refs", "eval", "labels.txt", "run")  # what the demo writes in its folder (--force replaces these)
+# What --force replaces in a demo folder: labels.txt; refs/ and eval/ only if they hold nothing but the demo's
+# images (_check_demo_images); run/ by the run folder's own rules.
+DEMO_ENTRIES = ("labels.txt",)
+_DEMO_IMAGE = re.compile(r"[0-9]{5}\.png")
 
 
 def _class_index(text: str) -> int:
@@ -80,7 +85,13 @@ def run_demo(
         raise SettingError("{classes} needs at least two different classes")
     config = PruneConfig.recommended(method=method, max_rate=max_rate, **(FAST_SCHEDULE if fast else {}))
     folder = OwnedFolder(out, "demo", DEMO_ENTRIES)
-    folder.check_writable(force)  # before the minutes of training: a folder of user files is never replaced
+    # Before the minutes of training: a folder of user files is never replaced, nor a file the demo did not write.
+    folder.check_writable(force)
+    image_folders = [out / "refs", out / "eval"]
+    if force and folder.is_ours():
+        for images in image_folders:
+            _check_demo_images(images)
+        RunDirectory(out / "run").check_writable(force=True, resume=False)
     (train_images, train_labels), (test_images, test_labels) = _load_data()
     cache = (cache_dir or default_cache_dir()) / ("fashion_resnet18_fast.pt" if fast else "fashion_resnet18_32px.pt")
     if not cache.exists():
@@ -97,14 +108,36 @@ def run_demo(
     )
     run = RunDirectory(out / "run")
     with folder.writing(force):
+        for images in image_folders:
+            _check_demo_images(images)  # again, under the lock
+            shutil.rmtree(images, ignore_errors=True)
         _write_folder(out / "refs", *refs)
         _write_folder(out / "eval", *held_out)
         (out / "labels.txt").write_text("\n".join(FOLDER_NAMES) + "\n")
-        prune_run(settings, run.path)
-        export_run(run)
+        try:
+            prune_run(settings, run.path, force=force)  # the run folder's own rules: only its own files go
+        except Interrupted:
+            raise Interrupted(run.path, hint="run the demo again with --force to start over") from None
+        export_run(run, force=force)
         bench_run(run, BenchSettings(batch_sizes=(1, 32), threads=(1,), runs=5 if fast else 20,
                                      providers=("cpu", "cuda")))  # fmt: skip
     return _summary(run)
+
+
+def _check_demo_images(folder: Path) -> None:
+    """Refuse to replace an image folder holding anything the demo does not write there."""
+    if not folder.exists():
+        return
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        ours = parts[0] in FOLDER_NAMES and (
+            (len(parts) == 1 and path.is_dir()) or (len(parts) == 2 and _DEMO_IMAGE.fullmatch(parts[1]) is not None)
+        )
+        if not ours or path.is_symlink():
+            raise SettingError(
+                f"{literal(folder)} holds {literal(path.name)}, which the demo did not write, so {{force}} will not "
+                "replace it: move it out, or choose another {out}"
+            )
 
 
 def _summary(run: RunDirectory) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class StaleRunError(RunFolderError):
 class Interrupted(Exception):
     """A run stopped by SIGINT after its last accepted step; ``run`` is its folder, which can be resumed."""
 
-    def __init__(self, run: object) -> None:
+    def __init__(self, run: object, hint: str | None = None) -> None:
         self.run = run
+        self.hint = hint  # what to do next, where resuming the run folder is not it (the demo)
         super().__init__(f"the run in {run} stopped after its last accepted step and can be resumed")

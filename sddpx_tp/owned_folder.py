@@ -64,6 +64,13 @@ class OwnedFolder:
         except (OSError, ValueError, AttributeError):
             return False
 
+    def contents(self) -> list[str]:
+        """Names in the folder, without our lock file (which a claim creates before it looks again)."""
+        try:
+            return [entry.name for entry in self.path.iterdir() if entry.name != LOCK]
+        except OSError as error:
+            raise RunFolderError(f"cannot list {self.path}: {error.strerror}") from None
+
     def check_writable(self, force: bool) -> None:
         """Raise, writing nothing, unless the folder can be created, is empty, or is ours and ``force``."""
         for parent in [self.path, *self.path.parents]:
@@ -72,7 +79,7 @@ class OwnedFolder:
                 raise SettingError(f"output folder {literal(self.path)} {where}; choose another {{out}}")
             if parent.exists():
                 break
-        if not self.path.is_dir() or not any(self.path.iterdir()):
+        if not self.path.is_dir() or not self.contents():
             return
         if not force:
             raise SettingError(
@@ -99,19 +106,24 @@ class OwnedFolder:
         except OSError as error:
             raise RunFolderError(f"cannot create output folder {self.path}: {error.strerror}") from None
         with self.lock():
-            if force:
+            if not reuse:
                 self.check_writable(force)  # again, under the lock: another process may have written meanwhile
-                for name in self.entries:
-                    self._remove(self.path / name)
-            self.mark()
+            try:
+                if force:
+                    for name in self.entries:
+                        self._remove(self.path / name)
+                self.mark()
+            except OSError as error:
+                raise RunFolderError(f"cannot prepare {self.path}: {error.strerror or error}") from None
             yield
 
     def discard(self, remove_folder: bool) -> None:
         """Undo a claim that produced nothing: remove our entries and marker (and the folder, if we made it)."""
-        for name in (*self.entries, MARKER, LOCK):
-            self._remove(self.path / name)
-        if remove_folder and self.path.is_dir() and not any(self.path.iterdir()):
-            self.path.rmdir()
+        with contextlib.suppress(OSError):  # best effort: the error that led here is the one to report
+            for name in (*self.entries, MARKER, LOCK):  # the lock file too (Linux allows it while held)
+                self._remove(self.path / name)
+            if remove_folder and self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def mark(self) -> None:
         atomic_write(self.marker, lambda temporary: temporary.write_text(json.dumps({"kind": self.kind}) + "\n"))

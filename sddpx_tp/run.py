@@ -182,6 +182,15 @@ def check_folders(settings: RunSettings, out: Path) -> None:
                 f"{{out}} {literal(out)} lies inside the {{{name}}} folder {literal(folder)}: its files would be "
                 "read as images there; choose an output folder outside it"
             )
+    source = settings.model
+    files = {"model": source.name if Path(source.name).is_file() else None, "weights": source.weights,
+             "labels": folders.labels}  # fmt: skip
+    for name, file in files.items():
+        if file is not None and target in Path(file).resolve().parents:
+            raise SettingError(
+                f"the {{{name}}} file {literal(file)} lies inside the output folder {literal(out)}, which a run "
+                "replaces; move it out, or choose another {out}"
+            )
     if folders.evaluation is not None and Path(folders.evaluation).resolve() == Path(folders.references).resolve():
         raise SettingError(
             "{evaluation} is the same folder as {references}: held-out accuracy must come from images the "
@@ -191,6 +200,11 @@ def check_folders(settings: RunSettings, out: Path) -> None:
 
 def _resume_point(run: RunDirectory, settings: RunSettings) -> ResumePoint:
     stored = run.settings()
+    changed = [name for name in stored.differences(settings) if not name.endswith("_fingerprint")]
+    if changed:
+        raise SettingError(
+            f"resuming needs the same settings as the interrupted run; these differ: {literal(', '.join(changed))}"
+        )
     for role in ("reference", "evaluation", "training"):
         before = None if stored.resolved is None else getattr(stored.resolved, f"{role}_fingerprint")
         now = None if settings.resolved is None else getattr(settings.resolved, f"{role}_fingerprint")
@@ -199,11 +213,6 @@ def _resume_point(run: RunDirectory, settings: RunSettings) -> ResumePoint:
                 f"the {role} images changed since the run started (their content fingerprint differs): "
                 "restore them to resume, or start a new run with {force}"
             )
-    changed = stored.differences(settings)
-    if changed:
-        raise SettingError(
-            f"resuming needs the same settings as the interrupted run; these differ: {literal(', '.join(changed))}"
-        )
     saved = run.checkpoint()
     return ResumePoint(
         model=run.load_checkpoint_model(restricted_architecture(settings)),

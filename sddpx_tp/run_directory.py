@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from torch import nn
 
 from sddpx_tp.checkpoint import atomic_write, checkpoint_metadata, load_pruned, save_pruned
 from sddpx_tp.errors import RunFolderError, SettingError, literal
-from sddpx_tp.owned_folder import OwnedFolder
+from sddpx_tp.owned_folder import MARKER, OwnedFolder
 from sddpx_tp.run_settings import RunSettings
 from sddpx_tp.trajectory import PruningSession, StepRecord
 
@@ -101,12 +103,19 @@ class RunDirectory:
             if force:
                 raise SettingError("{force} and {resume} contradict each other: choose one")
             if not self.folder.is_ours():
+                if self.state.is_file():
+                    raise RunFolderError(self._older_run("it cannot be resumed; prune again into a new folder"))
                 raise SettingError(
                     f"nothing to resume in {literal(self.path)}: it is not a run folder made by sddpx-tp "
                     "(start without {resume})"
                 )
             return
+        if force and self.path.is_dir() and self.state.is_file() and not self.folder.is_ours():
+            raise RunFolderError(self._older_run("only marked run folders are replaced; delete it yourself"))
         self.folder.check_writable(force)
+
+    def _older_run(self, consequence: str) -> str:
+        return f"{self.path} holds a run made by an older sddpx-tp (without the {MARKER} marker): {consequence}"
 
     @contextlib.contextmanager
     def writing(self, force: bool = False, resume: bool = False) -> Iterator[None]:
@@ -144,7 +153,12 @@ class RunDirectory:
         return self.settings()
 
     def save_checkpoint(self, session: PruningSession, settings: RunSettings) -> None:
-        """Save the accepted model, then the state that points to it."""
+        """Save the accepted model, then the state that points to it (an interrupt waits until both are saved:
+        between the two, the checkpoint would be a step ahead of the state)."""
+        with interrupts_deferred():
+            self._save_checkpoint(session, settings)
+
+    def _save_checkpoint(self, session: PruningSession, settings: RunSettings) -> None:
         step = session.trajectory[-1].step
         save_pruned(session.current.model, self.last_checkpoint, {"step": step})
         if settings.keep_models:
@@ -201,6 +215,22 @@ class RunDirectory:
         if not isinstance(report, dict):
             raise RunFolderError(f"{self.report_json} is not a run report (a JSON object)")
         return report
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT until the block is done, then raise it as KeyboardInterrupt (only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _reason(error: BaseException) -> str:

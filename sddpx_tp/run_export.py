@@ -110,6 +110,11 @@ def export_run(
     settings = run.finished_settings()
     confirm_model_file(settings, model_file, run.path)
     target = onnx_path or run.onnx
+    if baseline and target.name == run.baseline_onnx.name:
+        raise SettingError(
+            f"{{onnx}} {literal(target)}: {run.baseline_onnx.name} is the name of the unpruned export written next "
+            "to it; choose another name, or leave out the unpruned model with {baseline}"
+        )
     targets = [target, target.with_name(run.baseline_onnx.name)] if baseline else [target]
     for path in targets:
         _check_target(path, force)

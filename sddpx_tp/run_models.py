@@ -139,6 +139,8 @@ def reference_images(settings: RunSettings) -> torch.Tensor:
             chosen=list(settings.resolved.class_folders),
             per_class=settings.images.per_class,
             seed=settings.config.seed,
+            strict=settings.images.strict,
+            max_pixels=settings.images.max_pixels,
         ).images
     # A library warning; the CLI prints warnings as one "sddpx-tp: warning: ..." line.
     warnings.warn(f"reference folder {folder} is gone; using random inputs", stacklevel=2)

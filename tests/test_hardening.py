@@ -186,9 +186,13 @@ def test_resume_of_a_damaged_or_changed_run_is_refused(
     data: dict[str, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    run = _interrupted_copy(finished_run, tmp_path)
     refs = tmp_path / "refs"
     shutil.copytree(data["refs"], refs)
+    if damage == "replaced references":  # a run of its own, on references this test may change
+        made = CliRunner().invoke(main, [*_args({**data, "refs": refs}, tmp_path / "own"), "--max-rate", "0.2"])
+        assert made.exit_code == 0, made.stderr
+        finished_run = tmp_path / "own"
+    run = _interrupted_copy(finished_run, tmp_path)
     checkpoint, state = run / "checkpoints" / "last.pt", run / "state.json"
     if damage == "truncated checkpoint":
         checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
@@ -519,3 +523,72 @@ def test_a_fifo_among_the_references_is_skipped_not_waited_for(data: dict[str, P
         signal.alarm(0)
     assert result.exit_code == 0, result.stderr
     assert "x.png" in result.stderr and "skipped" in result.stderr
+
+
+# --- found in review -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_force_onto_a_new_or_empty_folder_runs(state: str, data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "run"
+    if state == "empty":
+        out.mkdir()
+    result = CliRunner().invoke(main, [*_args(data, out), "--max-rate", "0.1", "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert (out / "model.pt").is_file()
+
+
+def test_demo_force_keeps_files_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    OwnedFolder(out, "demo", ()).path.mkdir()
+    OwnedFolder(out, "demo", ()).mark()  # a demo folder ...
+    (out / "refs" / "Shirt").mkdir(parents=True)
+    (out / "refs" / "Shirt" / "00001.png").write_bytes(b"the demo's")
+    (out / "refs" / "Shirt" / "holiday.jpg").write_bytes(b"the user's")  # ... with a user's file in it
+    before = _snapshot(out)
+    _refused(CliRunner().invoke(main, ["demo", "--fast", "--out", str(out), "--force"]), "holiday.jpg")
+    assert _snapshot(out) == before
+
+
+def test_export_to_a_file_named_like_the_baseline_is_refused(finished_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "baseline.onnx"
+    _refused(CliRunner().invoke(main, ["export", str(finished_run), "--onnx", str(target)]), "--no-baseline")
+    assert not target.exists()
+
+
+def test_resume_with_another_setting_names_the_setting(finished_run: Path, data: dict[str, Path],  # noqa: F811
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    run = _interrupted_copy(finished_run, tmp_path)
+    args = [*_args(data, run), "--max-rate", "0.2", "--step", "0.1", "--per-class", "4", "--resume"]
+    _refused(CliRunner().invoke(main, args), "these differ: per_class")
+
+
+def test_a_run_of_an_older_version_is_named_as_such(finished_run: Path, data: dict[str, Path],  # noqa: F811
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    run = _copy_run(finished_run, tmp_path)
+    (run / ".sddpx-tp").unlink()
+    before = _snapshot(run)
+    for extra in ("--resume", "--force"):
+        _refused(CliRunner().invoke(main, [*_args(data, run), extra]), "made by an older sddpx-tp")
+    assert _snapshot(run) == before
+
+
+def test_input_files_inside_the_output_folder_are_refused(finished_run: Path, data: dict[str, Path],  # noqa: F811
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    run = _copy_run(finished_run, tmp_path)
+    weights = run / "weights.pt"
+    shutil.copy(data["weights"], weights)
+    before = _snapshot(run)
+    _refused(CliRunner().invoke(main, [*_args({**data, "weights": weights}, run), "--force"]), "lies inside the output")
+    assert _snapshot(run) == before
+
+
+def test_an_interrupt_while_a_checkpoint_is_saved_waits_for_it() -> None:
+    from sddpx_tp.run_directory import interrupts_deferred
+
+    saved = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, delivered in the middle of the save
+        saved.append("checkpoint")
+        saved.append("state")
+    assert saved == ["checkpoint", "state"]

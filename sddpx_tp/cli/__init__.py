@@ -47,7 +47,9 @@ class _OneLineErrors(click.Group):
             sys.exit(EXIT_USAGE)
         except Interrupted as stop:
             where = (
-                "stopped after its last accepted step; continue it with --resume"
+                f"stopped; {stop.hint}"
+                if stop.hint
+                else "stopped after its last accepted step; continue it with --resume"
                 if RunDirectory(Path(str(stop.run))).has_checkpoint()
                 else "stopped before its first accepted step; --resume starts it over"
             )

@@ -21,6 +21,7 @@ _FLAGS = {
     "resume": "--resume",
     "out": "--out",
     "batch_sizes": "--batch",
+    "baseline": "--no-baseline",
     "providers": "--provider",
 }
 

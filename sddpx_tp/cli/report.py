@@ -29,5 +29,6 @@ def report_command(run: Path, latency: bool, threads: int, runs: int, model_file
     if latency:
         latency_curve(folder, threads, runs, model_file)
     else:
-        refresh_run_report(folder)
+        with folder.folder.lock():
+            refresh_run_report(folder)
     click.echo(f"report: {folder.report_md}")
