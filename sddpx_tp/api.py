@@ -11,6 +11,7 @@ from torch import nn
 
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
+from sddpx_tp.head import CrossFittedScores, HeadFit, fit_head, pooled_features, refit_head, with_head
 from sddpx_tp.methods import check_config
 from sddpx_tp.models import check_finite, restrict_to_classes
 from sddpx_tp.progressive import finetune
@@ -36,6 +37,7 @@ class PruneResult:
     config: PruneConfig
     classes: list[int]
     models: list[nn.Module] = field(default_factory=list)  # one per step, if asked for
+    head: HeadFit | None = None  # with config.head "fit": the head fitted on the unpruned backbone
 
     def summary(self) -> dict[str, Any]:
         first, last = self.trajectory[0], self.trajectory[-1]
@@ -71,6 +73,15 @@ def _to_class_positions(images_and_labels: LabelledImages, classes: Sequence[int
 def _on_device(images_and_labels: LabelledImages, device: torch.device) -> LabelledImages:
     # Images go to the model's device; labels stay on the CPU, where accuracy is counted.
     return images_and_labels[0].to(device), images_and_labels[1]
+
+
+def _refitting(config: PruneConfig, references: LabelledImages, classes: int, head: HeadFit | None
+               ) -> Callable[[nn.Module], None] | None:  # fmt: skip
+    """With a fitted head and ``refit_head``: refit it on each accepted model's backbone, at the chosen strength."""
+    if head is None or not config.refit_head:
+        return None
+    strength = head.strength
+    return lambda model: refit_head(model, references, classes, strength)
 
 
 def _prunable(model: nn.Module, images: torch.Tensor, config: PruneConfig) -> PrunableModel:
@@ -128,7 +139,14 @@ def prune(
         evaluation = _on_device(_to_class_positions(evaluation, classes, "evaluation"), device)
     if training is not None:
         training = _on_device(_to_class_positions(training, classes, "training"), device)
-    start = restrict_to_classes(model, classes) if resume is None else resume.model
+    head, scores = None, None
+    if config.head == "fit":  # a new head for the reference classes, judged by cross-fitting
+        head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
+                        config.head_folds, config.seed)  # fmt: skip
+        scores = CrossFittedScores(references, len(classes), head.strength, config.head_folds, config.seed)
+        start = with_head(model, head.head) if resume is None else resume.model
+    else:
+        start = restrict_to_classes(model, classes) if resume is None else resume.model
     start = start.to(device).eval()
     # A resumed run was checked when it started (and may have pruned everything it could since).
     prunable = (check_prunable if resume is None else _prunable)(start, references[0], config)
@@ -145,6 +163,8 @@ def prune(
         resume=None if resume is None else (resume.trajectory, resume.schedule_state),
         training=training,
         training_config=config.retraining,
+        reference_scores=scores,
+        on_before_accept=_refitting(config, references, len(classes), head),
     )
     try:
         method.run(session, config)
@@ -158,4 +178,5 @@ def prune(
         config=config,
         classes=list(classes),
         models=session.models,
+        head=head,
     )

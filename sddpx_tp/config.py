@@ -25,6 +25,8 @@ from sddpx_tp.relevance import RelevanceConfig
 from sddpx_tp.training import TrainingConfig
 
 Compensation = Literal["auto", "adaptive", "always", "never"]
+Head = Literal["keep", "fit"]
+HEADS: tuple[Head, ...] = ("keep", "fit")
 COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
 MAX_SEED = 2**63  # torch generators take 64-bit seeds; a larger one would fail mid-run
@@ -55,6 +57,11 @@ class PruneConfig:
     masked_trials: bool = True  # SD-DPX: trials mask channels in place instead of pruning a copy
     hold: float | None = None  # progressive: stop a layer short when reference H falls more than this
     seed: int = 0
+    # "keep": the model's own outputs (labels are output indices); "fit": a new linear head for the
+    # reference classes on the frozen backbone's features, judged by cross-fitting (sddpx_tp.head).
+    head: Head = "keep"
+    head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
+    refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
     retraining: TrainingConfig = field(default_factory=TrainingConfig)  # with training images only
 
@@ -88,6 +95,8 @@ class PruneConfig:
             (self.hold is None or 0 <= self.hold <= 1, f"{{hold}} must be in [0, 1], not {self.hold}"),
             (self.compensation in COMPENSATIONS, f"{{compensation}} must be one of {COMPENSATIONS}"),
             (0 <= self.seed < MAX_SEED, f"{{seed}} must be in [0, 2**63), not {self.seed}"),
+            (self.head in HEADS, f"{{head}} must be one of {HEADS}, not {self.head!r}"),
+            (2 <= self.head_folds <= 100, f"{{head_folds}} must be in [2, 100], not {self.head_folds}"),
         ]
         for passed, message in checks:
             if not passed:

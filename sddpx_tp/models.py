@@ -31,22 +31,32 @@ def restrict_to_classes(model: nn.Module, classes: Sequence[int]) -> nn.Module:
         raise ValueError("choose at least two classes")
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes repeat: {list(classes)}")
+    head = model.get_submodule(classifier_name(model))
+    assert isinstance(head, nn.Linear)
+    if min(classes) < 0 or max(classes) >= head.out_features:
+        raise ValueError(f"class indices must be in 0..{head.out_features - 1}, got {list(classes)}")
+    rows = torch.as_tensor(list(classes), dtype=torch.long).to(head.weight.device)
+    return replace_classifier(model, head.weight[rows], None if head.bias is None else head.bias[rows])
+
+
+def replace_classifier(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """A copy of ``model`` whose classifier is a new ``nn.Linear`` holding ``weight`` ([outputs, inputs]) and
+    ``bias``, on the old classifier's device and dtype."""
     restricted = copy.deepcopy(model)
     name = classifier_name(restricted)
     head = restricted.get_submodule(name)
     assert isinstance(head, nn.Linear)
-    if min(classes) < 0 or max(classes) >= head.out_features:
-        raise ValueError(f"class indices must be in 0..{head.out_features - 1}, got {list(classes)}")
-    rows = torch.as_tensor(list(classes), dtype=torch.long)
-    sliced = nn.Linear(head.in_features, len(classes), bias=head.bias is not None)
-    sliced = sliced.to(device=head.weight.device, dtype=head.weight.dtype)
+    if weight.shape[1] != head.in_features:
+        raise ValueError(f"a head for {weight.shape[1]} features cannot read the model's {head.in_features}")
+    replacement = nn.Linear(head.in_features, weight.shape[0], bias=bias is not None)
+    replacement = replacement.to(device=head.weight.device, dtype=head.weight.dtype)
     with torch.no_grad():
-        sliced.weight.copy_(head.weight[rows])
-        if head.bias is not None:
-            sliced.bias.copy_(head.bias[rows])
+        replacement.weight.copy_(weight)
+        if bias is not None:
+            replacement.bias.copy_(bias)
     parent_name, _, attribute = name.rpartition(".")
     parent = restricted.get_submodule(parent_name) if parent_name else restricted
-    setattr(parent, attribute, sliced)
+    setattr(parent, attribute, replacement)
     return restricted
 
 

@@ -304,12 +304,14 @@ def load_image_folder(
     strict: bool = False,
     role: str = "reference",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    folder_labels: bool = False,
 ) -> ImageSet:
     """Read ``root/<class>/*`` into preprocessed tensors, reporting unreadable files by name.
 
     A file that is not a regular file (a FIFO, socket, device, broken symlink) or that PIL cannot read is
     skipped and listed in ``skipped`` (with ``strict``: a SettingError). An image over ``max_pixels``, as
     stored or after the resize, is always a SettingError: skipping it would hide that the limit can be raised.
+    With ``folder_labels`` the class folders are new classes, labelled 0, 1, ... in folder order.
     """
     if max_pixels < 1:
         raise SettingError(f"{{max_pixels}} must be a positive number of pixels, not {max_pixels}")
@@ -330,8 +332,9 @@ def load_image_folder(
     if len(folders) < 2:
         raise UserError(f"{role} folder {shown_root} needs at least two class folders, found {folders}")
     classes: list[int] = []
-    for folder in folders:  # every folder name is checked before any image is read
-        index = resolve_class(folder, spec, num_outputs)
+    for position, folder in enumerate(folders):  # every folder name is checked before any image is read
+        # folder_labels: the folders are the user's own classes (a new head), labelled by their position.
+        index = position if folder_labels else resolve_class(folder, spec, num_outputs)
         if index in classes:
             raise UserError(f"class folder {folder!r} maps to output {index}, like another folder")
         classes.append(index)

@@ -24,6 +24,7 @@ from sddpx_tp.api import PruneResult, ResumePoint, check_prunable, prune
 from sddpx_tp.checkpoint import save_full_model, save_pruned
 from sddpx_tp.errors import Interrupted, SettingError, UserError, literal
 from sddpx_tp.fingerprints import file_digest, folder_fingerprint
+from sddpx_tp.head import save_head
 from sddpx_tp.methods import check_config
 from sddpx_tp.models import restrict_to_classes
 from sddpx_tp.references import ImageSet, check_labels, load_image_folder, printable
@@ -66,7 +67,8 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
 
     def read(folder: str, role: str, chosen: list[str] | None, per_class: int | None = None) -> ImageSet:
         return load_image_folder(Path(folder), spec, outputs, chosen=chosen, per_class=per_class, seed=seed,
-                                 strict=folders.strict, role=role, max_pixels=folders.max_pixels)  # fmt: skip
+                                 strict=folders.strict, role=role, max_pixels=folders.max_pixels,
+                                 folder_labels=settings.config.head == "fit")  # fmt: skip
 
     references = read(folders.references, "reference", list(folders.class_folders or []) or None, folders.per_class)
     evaluation = None if folders.evaluation is None else read(folders.evaluation, "evaluation", references.folders)
@@ -125,8 +127,9 @@ def prune_run(
     check_folders(settings, run.path)
     inputs = read_inputs(settings, warn)
     settings = resolve(settings, inputs.spec, inputs.references, inputs.fingerprints)
-    check_prunable(restrict_to_classes(inputs.model, inputs.references.classes), inputs.references.images,
-                   settings.config)  # fmt: skip
+    new_head = settings.config.head == "fit"  # then the classes are not outputs of the model
+    start = inputs.model if new_head else restrict_to_classes(inputs.model, inputs.references.classes)
+    check_prunable(start, inputs.references.images, settings.config)
     existed = run.path.is_dir()
     with run.writing(force=force, resume=resume):
         try:
@@ -238,8 +241,12 @@ def _close_log(logger: logging.Logger) -> None:
         handler.close()
 
 
-def class_table(images: ImageSet, spec: ModelSpec) -> list[dict[str, Any]]:
+def class_table(images: ImageSet, spec: ModelSpec, new_head: bool = False) -> list[dict[str, Any]]:
     """One row per class: its folder, output index, name and number of references."""
+    if new_head:  # the user's own classes: no output of the model stands for them
+        return [{"folder": folder, "output_index": None, "name": folder, "label": folder,
+                 "references": int((images.labels == index).sum())}
+                for folder, index in zip(images.folders, images.classes, strict=True)]  # fmt: skip
     names = spec.class_names
     return [
         {
@@ -271,8 +278,17 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
             "No held-out images: accuracies are on the reference images that guided the pruning, "
             "so they are optimistic. Give a folder of held-out images for an honest figure."
         )
-    report = write_report(run, result.trajectory, settings.to_dict(), class_table(inputs.references, inputs.spec),
-                          notes)  # fmt: skip
+    if result.head is not None:
+        fit = result.head
+        save_head(run.head, fit)
+        notes.append(
+            f"Head: a new linear head (multinomial logistic regression) fitted on the frozen backbone's pooled "
+            f"features of the references, L2 strength {fit.strength:g} chosen by {fit.folds}-fold cross-validation "
+            f"(cross-validated accuracy {', '.join(f'{value:.3f}' for value in fit.cross_validated_accuracy)}). "
+            "Reference accuracies are cross-fitted: each reference is predicted by a head fitted without it."
+        )
+    classes = class_table(inputs.references, inputs.spec, new_head=result.head is not None)
+    report = write_report(run, result.trajectory, settings.to_dict(), classes, notes)
     # The pruned model last: its presence is what makes the run finished (export, bench and report need it).
     save_full_model(result.model, run.model_full)
     save_pruned(result.model, run.model, metadata)

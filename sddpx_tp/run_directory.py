@@ -74,6 +74,7 @@ class RunDirectory:
     steps_folder = _entry("steps")
     model = _entry("model.pt")
     model_full = _entry("model_full.pt")
+    head = _entry("head.pt")  # with a fitted head: the head of the unpruned model (the baseline's)
     report_json = _entry("report.json")
     report_md = _entry("report.md")
     accuracy_plot = _entry("accuracy.png")

@@ -122,7 +122,7 @@ def export_run(
         images = reference_images(settings)
         models = {target: pruned_model(settings, run.model)}
         if baseline:
-            models[targets[1]] = baseline_model(settings)
+            models[targets[1]] = baseline_model(settings, run.head)
         facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance)
         results = dict(zip(["model", "baseline"], facts, strict=False))
         write_json(run.export_json, results)
@@ -144,7 +144,7 @@ def _valid_onnx(path: Path, label: str) -> None:
     import onnx
 
     if not path.exists():
-        raise UserError(f"{label} model {path} does not exist")
+        raise UserError(f"ONNX file {path} does not exist" + (" (the baseline)" if label == "baseline" else ""))
     if not path.is_file() or path.suffix != ".onnx":
         raise UserError(f"{label} model {path} is not an ONNX file (.onnx)")
     try:
@@ -186,7 +186,7 @@ def bench_run(
         if with_torch:
             torch_models = {"pruned": pruned_model(run_settings, run.model)}
             if "baseline" in models:
-                torch_models["baseline"] = baseline_model(run_settings)
+                torch_models["baseline"] = baseline_model(run_settings, run.head)
         result = bench_files(models, settings, torch_models)
         write_json(run.bench_json, result)
         refresh_run_report(run)

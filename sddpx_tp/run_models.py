@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from sddpx_tp.checkpoint import load_pruned
-from sddpx_tp.errors import SettingError, literal
-from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.errors import RunFolderError, SettingError, literal
+from sddpx_tp.head import load_head, with_head
+from sddpx_tp.models import classifier_name, replace_classifier, restrict_to_classes
 from sddpx_tp.references import ImageSet, load_image_folder, read_labels_file
 from sddpx_tp.registry import ModelSpec, available_models, create_model
 from sddpx_tp.run_settings import ModelSource, Preprocessing, ResolvedInput, RunSettings
@@ -116,13 +117,26 @@ def pruned_model(settings: RunSettings, path: Path) -> nn.Module:
 
 
 def restricted_architecture(settings: RunSettings) -> nn.Module:
-    """The unpruned architecture restricted to the run's classes: what a checkpoint loads into."""
-    return restrict_to_classes(fresh_architecture(settings.model), _classes(settings))
+    """The unpruned architecture restricted to the run's classes (or with a head for them): what a
+    checkpoint loads into."""
+    architecture = fresh_architecture(settings.model)
+    if settings.config.head == "fit":
+        classifier = architecture.get_submodule(classifier_name(architecture))
+        assert isinstance(classifier, nn.Linear)
+        classes = len(_classes(settings))
+        return replace_classifier(architecture, torch.zeros(classes, classifier.in_features), torch.zeros(classes))
+    return restrict_to_classes(architecture, _classes(settings))
 
 
-def baseline_model(settings: RunSettings) -> nn.Module:
-    """The run's unpruned model, restricted to the same classes: the fair comparison."""
-    return restrict_to_classes(source_model(settings.model)[0], _classes(settings))
+def baseline_model(settings: RunSettings, head: Path | None = None) -> nn.Module:
+    """The run's unpruned model, restricted to the same classes (or with the head fitted for them, read
+    from ``head``): the fair comparison."""
+    model = source_model(settings.model)[0]
+    if settings.config.head == "fit":
+        if head is None or not head.is_file():
+            raise RunFolderError(f"the run's fitted head {head} is missing: the unpruned model cannot be rebuilt")
+        return with_head(model, load_head(head))
+    return restrict_to_classes(model, _classes(settings))
 
 
 def reference_images(settings: RunSettings) -> torch.Tensor:
@@ -141,6 +155,7 @@ def reference_images(settings: RunSettings) -> torch.Tensor:
             seed=settings.config.seed,
             strict=settings.images.strict,
             max_pixels=settings.images.max_pixels,
+            folder_labels=settings.config.head == "fit",
         ).images
     # A library warning; the CLI prints warnings as one "sddpx-tp: warning: ..." line.
     warnings.warn(f"reference folder {folder} is gone; using random inputs", stacklevel=2)

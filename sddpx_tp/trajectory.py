@@ -83,6 +83,8 @@ class PruningSession:
         resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
         training: LabelledImages | None = None,
         training_config: TrainingConfig | None = None,
+        reference_scores: Callable[[nn.Module], tuple[list[float], list[float]]] | None = None,
+        on_before_accept: Callable[[nn.Module], None] | None = None,
     ) -> None:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
         trajectory and schedule state, and ``model`` is its last accepted model."""
@@ -90,6 +92,9 @@ class PruningSession:
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
         self.architecture = support_for(model.model)
         self.references = references
+        # How a model is judged on the references: its own outputs, or (a fitted head) cross-fitted heads.
+        self.reference_scores = reference_scores or (lambda model: class_scores(model, *references, classes))
+        self.on_before_accept = on_before_accept  # e.g. refit a fitted head on the pruned backbone
         self.evaluation = evaluation
         self.classes = classes
         self.relevance_config = relevance_config
@@ -131,13 +136,12 @@ class PruningSession:
 
     def evaluate_classes(self, model: nn.Module) -> list[float]:
         """Per-class accuracy on the reference images; every call counts as one evaluation."""
-        self.evaluations += 1
-        return per_class_accuracy(model, *self.references, self.classes)
+        return self.evaluate_scores(model)[0]
 
     def evaluate_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
         """Per-class accuracy and mean true-class probability on the references; one evaluation."""
         self.evaluations += 1
-        return class_scores(model, *self.references, self.classes)
+        return self.reference_scores(model)
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
@@ -151,9 +155,11 @@ class PruningSession:
         layer: str | None = None,
     ) -> None:
         """Make ``model`` current and append its record to the trajectory."""
+        if self.on_before_accept is not None:
+            self.on_before_accept(model.model)
         self.current = model
         size = measure_size(model.model, self.example_input)
-        reference_accuracy = per_class_accuracy(model.model, *self.references, self.classes)
+        reference_accuracy = self.reference_scores(model.model)[0]
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
         eval_accuracy = None
         if self.evaluation is not None:

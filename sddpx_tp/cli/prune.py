@@ -11,7 +11,7 @@ import torch
 from zennit.composites import COMPOSITES
 
 from sddpx_tp.cli.flags import echo_warning, floats
-from sddpx_tp.config import COMPENSATIONS, DEFAULT_MIN_STEP, PruneConfig
+from sddpx_tp.config import COMPENSATIONS, DEFAULT_MIN_STEP, HEADS, PruneConfig
 from sddpx_tp.methods import available_methods
 from sddpx_tp.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.relevance import RelevanceConfig
@@ -56,6 +56,9 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         patience=options["patience"],
         hold=options["hold"],
         seed=options["seed"],
+        head=options["head"],
+        head_folds=options["head_folds"],
+        refit_head=options["refit_head"],
         relevance=RelevanceConfig(
             composite=options["composite"],
             aggregation=options["aggregation"],
@@ -182,6 +185,19 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option("--start", type=click.Choice(["one_hot", "one_hot_logit"]), default=RELEVANCE.start)
 @click.option(
     "--chunk-size", type=click.IntRange(min=1), default=RELEVANCE.chunk_size, help="images per relevance pass"
+)
+@click.option(
+    "--head",
+    type=click.Choice(HEADS),
+    default=DEFAULTS.head,
+    help="keep: class folders are outputs of the model; fit: they are your own classes, and a new linear head "
+    "is fitted on the frozen backbone's features (trials judged by cross-fitting)",
+)
+@click.option("--head-folds", type=int, default=DEFAULTS.head_folds, help="--head fit: folds of its cross-validation")
+@click.option(
+    "--refit-head/--no-refit-head",
+    default=DEFAULTS.refit_head,
+    help="--head fit: refit the head on the pruned backbone after every accepted step",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
