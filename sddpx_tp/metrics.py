@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-@torch.no_grad()
+@torch.inference_mode()  # logits only feed the metrics: no autograd bookkeeping at all
 def class_scores(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
 ) -> tuple[list[float], list[float]]:

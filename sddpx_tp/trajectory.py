@@ -47,6 +47,8 @@ class StepRecord:
     attempts: int  # models tried for this step
     attempt_harmonic_means: list[float]  # reference H of each model tried (SD-DPX), in order
     evaluation_seconds: float = 0.0  # part of ``seconds`` spent on the held-out images (not the method's cost)
+    relevance_seconds: float = 0.0  # part of ``seconds`` spent in relevance passes
+    reference_seconds: float = 0.0  # part of ``seconds`` spent judging models on the references (trials too)
     phase: str = "pruning"  # "pruning", or after training: "retrained" (progressive) or "finetuned"
     layer: str | None = None  # progressive retraining: the group this record pruned or retrained after
 
@@ -68,6 +70,8 @@ class PruningSession:
     schedule_state: dict[str, Any]  # what a schedule needs to continue (JSON-able)
     started: float
     evaluation_seconds: float  # cumulative time measuring the held-out images
+    relevance_seconds: float  # cumulative time in relevance passes
+    reference_seconds: float  # cumulative time judging models on the references
 
     def __init__(
         self,
@@ -113,7 +117,7 @@ class PruningSession:
             self.trajectory = []
             self.schedule_state = {}
             self.started = time.perf_counter()
-            self.evaluation_seconds = 0.0
+            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = 0.0
             self.reference_harmonic_mean = self.evaluate_references(model.model)
             self.accept(model, attempts=0)
         else:
@@ -123,12 +127,16 @@ class PruningSession:
             self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations
             self.started = time.perf_counter() - last.seconds
             self.evaluation_seconds = last.evaluation_seconds
+            self.relevance_seconds, self.reference_seconds = last.relevance_seconds, last.reference_seconds
             self.reference_harmonic_mean = last.reference_harmonic_mean
             self._bar.update(round(last.filter_rate * 100))
 
     def relevance(self, model: PrunableModel) -> dict[str, torch.Tensor]:
         self.relevance_passes += 1
-        return filter_relevance(model.model, self.references, self.relevance_config, self.architecture)
+        started = time.perf_counter()
+        relevance = filter_relevance(model.model, self.references, self.relevance_config, self.architecture)
+        self.relevance_seconds += time.perf_counter() - started
+        return relevance
 
     def evaluate_references(self, model: nn.Module) -> float:
         """H on the reference images; every call counts as one evaluation."""
@@ -141,7 +149,13 @@ class PruningSession:
     def evaluate_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
         """Per-class accuracy and mean true-class probability on the references; one evaluation."""
         self.evaluations += 1
-        return self.reference_scores(model)
+        return self._timed_reference_scores(model)
+
+    def _timed_reference_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        started = time.perf_counter()
+        scores = self.reference_scores(model)
+        self.reference_seconds += time.perf_counter() - started
+        return scores
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
@@ -159,7 +173,7 @@ class PruningSession:
             self.on_before_accept(model.model)
         self.current = model
         size = measure_size(model.model, self.example_input)
-        reference_accuracy = self.reference_scores(model.model)[0]
+        reference_accuracy = self._timed_reference_scores(model.model)[0]
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
         eval_accuracy = None
         if self.evaluation is not None:
@@ -184,6 +198,8 @@ class PruningSession:
             attempts=attempts,
             attempt_harmonic_means=attempt_harmonic_means or [],
             evaluation_seconds=self.evaluation_seconds,
+            relevance_seconds=self.relevance_seconds,
+            reference_seconds=self.reference_seconds,
             phase=phase,
             layer=layer,
         )

@@ -65,7 +65,8 @@ def test_class_floor_prefers_attempts_that_keep_every_class(
     unpruned H of 1.0, so the best attempt is taken. By H alone that is the third (H 0.92);
     with a floor of 0.9 per class, only the second keeps both classes and must win."""
     # Per-class accuracy as the session sees it: unpruned (H, then its record), the three trials, the record.
-    scripted = iter([[1.0, 1.0], [1.0, 1.0], [1.0, 0.5], [0.9, 0.9], [1.0, 0.85], [0.9, 0.9]])
+    accuracies = [[1.0, 1.0], [1.0, 1.0], [1.0, 0.5], [0.9, 0.9], [1.0, 0.85], [0.9, 0.9]]
+    scripted = iter([(accuracy, accuracy) for accuracy in accuracies])
     trials: list[list[Candidate]] = []
     removed: list[list[Candidate]] = []
     original_masked, original_remove = PrunableModel.masked, PrunableModel.remove
@@ -78,7 +79,7 @@ def test_class_floor_prefers_attempts_that_keep_every_class(
         removed.append(list(chosen))
         return original_remove(self, chosen, means)
 
-    monkeypatch.setattr(trajectory_module, "per_class_accuracy", lambda *args: next(scripted))
+    monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "masked", masked)
     monkeypatch.setattr(PrunableModel, "remove", remove)
     model, references, _ = fashion_task
@@ -109,7 +110,10 @@ def test_adaptive_compensation_keeps_the_more_confident_variant(
     """Both variants of the one trial reach H = 1.0 (scripted); the tie goes to the higher mean
     true-class probability, and the step is removed the way that variant was evaluated."""
     low, high = ([1.0, 1.0], [0.6, 0.6]), ([1.0, 1.0], [0.9, 0.9])
-    scripted = iter([low, high] if compensation_wins else [high, low])  # order: without, then with
+    unpruned = ([1.0, 1.0], [0.95, 0.95])
+    # As the session sees it: the unpruned model (H, then its record), the trial without and with, the record.
+    variants = [low, high] if compensation_wins else [high, low]
+    scripted = iter([unpruned, unpruned, *variants, high])
     removals: list[bool] = []
     original_remove = PrunableModel.remove
 
