@@ -28,6 +28,7 @@ from torch import nn
 
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.errors import RunFolderError
+from sddpx_tp.metrics import inference_batch
 from sddpx_tp.models import classifier_name, replace_classifier
 
 # L2 strengths tried by cross-validation (per-image loss + strength / 2 * |W|^2, on standardised features).
@@ -36,8 +37,9 @@ DEFAULT_FOLDS = 5
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """What the classifier reads: the backbone's pooled features of ``images`` ([N, D], float64, CPU)."""
+    batch_size = batch_size or inference_batch(images)
     head = model.get_submodule(classifier_name(model))
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))

@@ -13,13 +13,23 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+# Pixels per inference batch: 8 images at 224 px. Measured on EfficientNet-Lite0 at 224 px, 2 threads:
+# 19 ms per image at batch 8, 35 at 32, 48 at 128 (activations that fit the cache); 32-px images keep 256.
+BATCH_PIXELS = 8 * 224 * 224
+
+
+def inference_batch(images: torch.Tensor, largest: int = 256) -> int:
+    """A batch size for inference on ``images`` [N, C, H, W]: ``BATCH_PIXELS`` pixels, between 1 and ``largest``."""
+    return max(1, min(largest, BATCH_PIXELS // max(1, images.shape[-1] * images.shape[-2])))
+
 
 @torch.inference_mode()  # logits only feed the metrics: no autograd bookkeeping at all
 def class_scores(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int | None = None
 ) -> tuple[list[float], list[float]]:
     """Per class index ``0..classes-1``: accuracy, and the mean softmax probability of the true class
     (a smooth companion of accuracy, which saturates at 1.0 on a few dozen reference images)."""
+    batch_size = batch_size or inference_batch(images)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -39,7 +49,7 @@ def class_scores(
 
 
 def per_class_accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int = 256
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int | None = None
 ) -> list[float]:
     """Accuracy of each class index ``0..classes-1`` on the given images."""
     return class_scores(model, images, labels, classes, batch_size)[0]
