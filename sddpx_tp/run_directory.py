@@ -129,13 +129,7 @@ class RunDirectory:
         return self.state.is_file()
 
     def _read_state(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.state.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise RunFolderError(f"cannot read {self.state} ({_reason(error)}): the run cannot be used") from None
-        if not isinstance(state, dict):
-            raise RunFolderError(f"{self.state} is not a run state (a JSON object): the run cannot be used")
-        return state
+        return _read_object(self.state, "a run state")
 
     def settings(self) -> RunSettings:
         """The settings of the run in this folder (any run, finished or not), validated."""
@@ -209,13 +203,18 @@ class RunDirectory:
         return model
 
     def report(self) -> dict[str, Any]:
-        try:
-            report = json.loads(self.report_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise RunFolderError(f"cannot read {self.report_json} ({_reason(error)})") from None
-        if not isinstance(report, dict):
-            raise RunFolderError(f"{self.report_json} is not a run report (a JSON object)")
-        return report
+        return _read_object(self.report_json, "a run report")
+
+
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from one of the run's files, or a one-line RunFolderError."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"cannot read {path} ({_reason(error)}): the run cannot be used") from None
+    if not isinstance(document, dict):
+        raise RunFolderError(f"{path} is not {what} (a JSON object): the run cannot be used")
+    return document
 
 
 @contextlib.contextmanager
