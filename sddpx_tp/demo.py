@@ -1,10 +1,15 @@
 """The demo: the whole product, offline, on real Fashion-MNIST images.
 
-Trains (once, cached) a 10-class ResNet-18 on Fashion-MNIST, writes a 2-class
-reference folder (30 training images per class) and a held-out folder (the test
-images of those classes), then runs the real workflow: prune (SD-DPX, the
-recommended configuration), export to ONNX and benchmark, and returns a
-before/after summary.
+Writes a 2-class reference folder (30 training images per class) and a held-out
+folder (test images of those classes), then runs the real workflow: prune (SD-DPX,
+the recommended configuration), export to ONNX and benchmark, and returns a
+before/after summary. Two scenarios:
+
+* the default: a 10-class ResNet-18 trained (once, cached) on Fashion-MNIST at
+  32 px, restricted to the two classes it already knows;
+* ``transfer``: the paper's own, an ImageNet-pretrained EfficientNet-Lite0 (its
+  packaged weights, frozen) at 224 px, for two classes ImageNet does not have: a
+  new head is fitted on the references (``head="fit"``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sddpx_tp.fashion import (
     load_split,
 )
 from sddpx_tp.owned_folder import OwnedFolder
+from sddpx_tp.registry import EFFICIENTNET_LITE0, IMAGENET_MEAN, IMAGENET_STD
 from sddpx_tp.run import prune_run
 from sddpx_tp.run_directory import RunDirectory
 from sddpx_tp.run_export import bench_run, export_run
@@ -40,6 +46,8 @@ FOLDER_NAMES = [name.replace("/", "-") for name in CLASS_NAMES]
 FASHION_MEAN, FASHION_STD, FASHION_SIZE = 0.286, 0.353, 32
 # --fast: coarser than the defaults, so that a smoke test takes seconds, not minutes.
 FAST_SCHEDULE = {"step": 0.4, "min_step": 0.4, "max_excluded": 1}
+# The transfer scenario's held-out images per class (all test images of the default's take too long at 224 px).
+TRANSFER_HELD_OUT, TRANSFER_HELD_OUT_FAST = 300, 50
 # What --force replaces in a demo folder: labels.txt; refs/ and eval/ only if they hold nothing but the demo's
 # images (_check_demo_images); run/ by the run folder's own rules.
 DEMO_ENTRIES = ("labels.txt",)
@@ -78,42 +86,49 @@ def run_demo(
     cache_dir: Path | None = None,
     fast: bool = False,
     force: bool = False,
+    transfer: bool = False,
 ) -> dict[str, Any]:
-    """Prune a Fashion-MNIST ResNet-18 for ``classes``, export and benchmark it; the summary."""
+    """Prune a model for two Fashion-MNIST ``classes``, export and benchmark it; the summary.
+
+    ``transfer``: an ImageNet EfficientNet-Lite0 with a new head, instead of the Fashion-MNIST ResNet-18."""
     chosen = sorted({_class_index(text) for text in classes.split(",")})
     if len(chosen) < 2:
         raise SettingError("{classes} needs at least two different classes")
-    config = PruneConfig.recommended(method=method, max_rate=max_rate, **(FAST_SCHEDULE if fast else {}))
+    config = PruneConfig.recommended(method=method, max_rate=max_rate, head="fit" if transfer else "keep",
+                                     **(FAST_SCHEDULE if fast else {}))  # fmt: skip
     folder = OwnedFolder(out, "demo", DEMO_ENTRIES)
     # Before the minutes of training: a folder of user files is never replaced, nor a file the demo did not write.
     folder.check_writable(force)
     image_folders = [out / "refs", out / "eval"]
     if force and folder.is_ours():
-        for images in image_folders:
-            _check_demo_images(images)
+        for image_folder in image_folders:
+            _check_demo_images(image_folder)
         RunDirectory(out / "run").check_writable(force=True, resume=False)
     (train_images, train_labels), (test_images, test_labels) = _load_data()
-    cache = (cache_dir or default_cache_dir()) / ("fashion_resnet18_fast.pt" if fast else "fashion_resnet18_32px.pt")
-    if not cache.exists():
-        print(f"training the source model once (cached at {cache})", file=sys.stderr)
-    training = {"epochs": 1, "limit": 2048} if fast else {}
-    cached_source_model(cache, **training)
     refs = class_subset(train_images, train_labels, chosen, per_class=30, seed=0)
-    held_out = class_subset(test_images, test_labels, chosen, per_class=100 if fast else None, seed=0)
-    settings = RunSettings(
-        model=ModelSource("resnet18", weights=str(cache), num_classes=10),
-        images=ImageFolders(references=str(out / "refs"), evaluation=str(out / "eval"), labels=str(out / "labels.txt")),
-        config=config,
-        preprocessing=Preprocessing(FASHION_SIZE, FASHION_SIZE, (FASHION_MEAN,) * 3, (FASHION_STD,) * 3),
-    )
+    if transfer:
+        held_out_per_class: int | None = TRANSFER_HELD_OUT_FAST if fast else TRANSFER_HELD_OUT
+        # The class folders are the labels: the new head's outputs, in folder name order.
+        model, labels = ModelSource(EFFICIENTNET_LITE0), None
+        preprocessing = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        held_out_per_class = 100 if fast else None
+        weights = _source_model(cache_dir, fast)
+        model, labels = ModelSource("resnet18", weights=str(weights), num_classes=10), out / "labels.txt"
+        preprocessing = Preprocessing(FASHION_SIZE, FASHION_SIZE, (FASHION_MEAN,) * 3, (FASHION_STD,) * 3)
+    held_out = class_subset(test_images, test_labels, chosen, per_class=held_out_per_class, seed=0)
+    labels_file = None if labels is None else str(labels)
+    folders = ImageFolders(references=str(out / "refs"), evaluation=str(out / "eval"), labels=labels_file)
+    settings = RunSettings(model=model, images=folders, config=config, preprocessing=preprocessing)
     run = RunDirectory(out / "run")
     with folder.writing(force):
-        for images in image_folders:
-            _check_demo_images(images)  # again, under the lock
-            shutil.rmtree(images, ignore_errors=True)
+        for image_folder in image_folders:
+            _check_demo_images(image_folder)  # again, under the lock
+            shutil.rmtree(image_folder, ignore_errors=True)
         _write_folder(out / "refs", *refs)
         _write_folder(out / "eval", *held_out)
-        (out / "labels.txt").write_text("\n".join(FOLDER_NAMES) + "\n")
+        if labels is not None:
+            labels.write_text("\n".join(FOLDER_NAMES) + "\n")
         try:
             prune_run(settings, run.path, force=force)  # the run folder's own rules: only its own files go
         except Interrupted:
@@ -122,6 +137,15 @@ def run_demo(
         bench_run(run, BenchSettings(batch_sizes=(1, 32), threads=(1,), runs=5 if fast else 20,
                                      providers=("cpu", "cuda")))  # fmt: skip
     return _summary(run)
+
+
+def _source_model(cache_dir: Path | None, fast: bool) -> Path:
+    """The default scenario's Fashion-MNIST ResNet-18 weights file, trained once and cached."""
+    cache = (cache_dir or default_cache_dir()) / ("fashion_resnet18_fast.pt" if fast else "fashion_resnet18_32px.pt")
+    if not cache.exists():
+        print(f"training the source model once (cached at {cache})", file=sys.stderr)
+    cached_source_model(cache, **({"epochs": 1, "limit": 2048} if fast else {}))
+    return cache
 
 
 def _check_demo_images(folder: Path) -> None:

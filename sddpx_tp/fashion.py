@@ -212,14 +212,23 @@ def train_source_model(
     seed: int = 0,
     progress: bool = True,
     architecture: str = "resnet18",
+    classes: list[int] | None = None,
 ) -> nn.Module:
-    """A source model trained on all 10 classes (AdamW, one-cycle); ``limit`` trains on fewer images."""
+    """A source model trained on all 10 classes (AdamW, one-cycle); ``limit`` trains on fewer images.
+
+    ``classes``: train on those classes only (output ``i`` is ``classes[i]``), so that the
+    others are new to the model: the transfer scenario at 32 px."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     images, labels = load_split("train")
+    if classes is not None:
+        if sorted(set(classes)) != list(classes):
+            raise ValueError(f"classes must be distinct and in increasing order, not {classes}")
+        kept = torch.isin(labels, torch.tensor(classes))
+        images, labels = images[kept], torch.searchsorted(torch.tensor(classes), labels[kept])
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    model = source_model(architecture)
+    model = source_model(architecture, len(classes) if classes is not None else len(CLASS_NAMES))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=5e-4)
     batches_per_epoch = (len(images) + batch_size - 1) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -247,7 +256,9 @@ def train_source_model(
 
 def cached_source_model(cache: Path, **training: object) -> nn.Module:
     """Load the source model from ``cache`` (a state_dict file), training and saving it first if absent."""
-    model = source_model(str(training.get("architecture", "resnet18")))
+    classes = training.get("classes")
+    outputs = len(classes) if isinstance(classes, list) else len(CLASS_NAMES)
+    model = source_model(str(training.get("architecture", "resnet18")), outputs)
     if cache.exists():
         model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
         return model.eval()

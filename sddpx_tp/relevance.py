@@ -11,7 +11,8 @@ Two engines compute the same numbers:
   ``z+ * stop_grad(z / z+)`` (z+ rule), each linear through ``z * stop_grad(z / (z+eps))``
   (epsilon rule). Then ``activation * gradient`` is the LRP relevance at every
   layer, and one ordinary backward gives all of it: one forward, one forward with
-  clamped weights, one backward. zennit still supplies the canonizers.
+  clamped weights, one backward (:mod:`sddpx_tp.fast_relevance`). zennit still
+  supplies the canonizers.
 
 Relevance at a conv's output is summed over space per filter and aggregated over
 images as DPX (sum of |R|) or PX (sum over images of |sum over space of R|).
@@ -23,17 +24,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES
-from zennit.core import Composite, stabilize
-from zennit.layer import Sum
-from zennit.types import Activation, AvgPool, BatchNorm
+from zennit.core import Composite
 
 from sddpx_tp.architectures import ArchitectureSupport, canonizers_for
+from sddpx_tp.fast_relevance import channels_last, fast_relevance
 
 Aggregation = Literal["dpx", "px"]
 StartRelevance = Literal["one_hot", "one_hot_logit"]
@@ -42,7 +42,6 @@ References = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, to
 
 # Composites whose conv rule is z+ and whose dense rule is epsilon: the fast engine's rules.
 FAST_COMPOSITES = ("epsilon_plus", "epsilon_plus_flat")
-STABILIZER = 1e-6
 
 
 @dataclass(frozen=True)
@@ -128,12 +127,13 @@ def layer_relevance(
     config = config or RelevanceConfig()
     collected: dict[str, list[LayerRelevance]] = {name: [] for name in layers}
     device = next(model.parameters()).device
-    with _frozen_eval(model):
+    fast = config.resolved_engine == "fast"
+    with _frozen_eval(model), channels_last(model) if fast else contextlib.nullcontext():
         # Checking may fx-trace the model; canonizers are reusable (each apply registers fresh copies).
         canonizers = canonizers_for(model) if support is None else support.canonizers(model)
         for images, labels in _chunks(references, config.chunk_size):
             images, labels = images.to(device), labels.to(device)
-            if config.resolved_engine == "fast":
+            if fast:
                 chunk = _fast_pass(model, images, labels, layers, config, canonizers)
             else:
                 chunk = _zennit_pass(model, images, labels, layers, config, canonizers)
@@ -236,115 +236,6 @@ def _zennit_pass(
     return results
 
 
-class _FastRules:
-    """Forward hooks that build z+ (conv), epsilon (linear) and norm (pool, sum) into the autograd graph."""
-
-    def __init__(self, model: nn.Module, merged_batch_norms: set[nn.Module]) -> None:
-        self.stash: dict[nn.Module, torch.Tensor] = {}
-        self.values: dict[nn.Module, torch.Tensor] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.inplace_flags: list[nn.Module] = []
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                self._hook(module, self._conv_output)
-            elif isinstance(module, (nn.Linear, AvgPool, Sum)):
-                # Epsilon (linear) and Norm (pooling, residual sum) share one form.
-                self._hook(module, self._stabilized_output)
-            elif (isinstance(module, Activation) and not isinstance(module, nn.ReLU)) or (
-                isinstance(module, BatchNorm) and module not in merged_batch_norms
-            ):
-                # ReLU's own gradient already passes relevance; other activations and
-                # unmerged BatchNorms must pass it unchanged (zennit's Pass rule).
-                self._hook(module, self._pass_output)
-                if getattr(module, "inplace", False):
-                    module.inplace = False
-                    self.inplace_flags.append(module)
-
-    def _hook(self, module: nn.Module, output_hook: Callable[..., torch.Tensor]) -> None:
-        self.handles.append(module.register_forward_pre_hook(self._detach_input))
-        self.handles.append(module.register_forward_hook(output_hook))
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        for module in self.inplace_flags:
-            module.inplace = True  # type: ignore[assignment]
-
-    def _detach_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        # The module's own forward then builds no graph; the rule's forward carries the gradient.
-        self.stash[module] = inputs[0]
-        return (inputs[0].detach(), *inputs[1:])
-
-    def _conv_output(self, module: nn.Conv2d, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        x = self.stash.pop(module)
-        self.values[module] = output
-        if not x.requires_grad:  # first layer: nothing below it needs relevance
-            return _graph_start(output)
-        weight, bias = module.weight, module.bias
-        positive = {"weight": weight.clamp(min=0), "bias": None if bias is None else bias.clamp(min=0)}
-        z_plus = _forward_with(module, positive, x.clamp(min=0))
-        if bool((x < 0).any()):
-            negative = {
-                "weight": weight.clamp(max=0),
-                "bias": None if bias is None else torch.zeros_like(bias),
-            }
-            z_plus = z_plus + _forward_with(module, negative, x.clamp(max=0))
-        return _value_with_gradient_of(output, z_plus)
-
-    def _stabilized_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        x = self.stash.pop(module)
-        self.values[module] = output
-        if not x.requires_grad:
-            return _graph_start(output)
-        z = module.forward(x)  # the plain forward again, now with a graph: epsilon keeps the weights
-        return _value_with_gradient_of(output, z)
-
-    def _pass_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        x = self.stash.pop(module)
-        if not x.requires_grad:
-            return _graph_start(output)
-        # Gradient times output/input: relevance passes through unchanged.
-        return _value_with_gradient_of(output, x)
-
-
-def _graph_start(output: torch.Tensor) -> torch.Tensor:
-    # A non-leaf, so that a following in-place ReLU is allowed on it.
-    return output.detach().requires_grad_(True).clone()
-
-
-def _forward_with(module: nn.Module, parameters: dict[str, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
-    """``module.forward(x)`` with some parameters replaced (no hooks run: we are inside one)."""
-    saved = {name: module._parameters[name] for name in parameters}
-    try:
-        module._parameters.update(parameters)  # type: ignore[arg-type]
-        return module.forward(x)
-    finally:
-        module._parameters.update(saved)
-
-
-class _RuleGradient(torch.autograd.Function):
-    """Forward: ``value``. Backward: the gradient goes to ``carrier``, times ``value / (carrier + eps)``.
-
-    With ``carrier`` the layer's rule-modified forward (z+ >= 0, or z itself for
-    epsilon) this is exactly the LRP rule in the "relevance = activation * gradient"
-    convention, at the cost of one fused expression in the backward pass.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(value, carrier)
-        return value.clone()  # a fresh tensor: a later in-place ReLU must not touch `value`
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        value, carrier = ctx.saved_tensors
-        return None, grad * value / stabilize(carrier, STABILIZER)
-
-
-def _value_with_gradient_of(value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
-    return _RuleGradient.apply(value.detach(), carrier)
-
-
 def _fast_pass(
     model: nn.Module,
     images: torch.Tensor,
@@ -353,37 +244,13 @@ def _fast_pass(
     config: RelevanceConfig,
     canonizers: list[Canonizer],
 ) -> dict[str, LayerRelevance]:
-    results: dict[str, LayerRelevance] = {}
     with _canonized(model, canonizers) as instances:
         merged = {getattr(instance, "batch_norm", None) for instance in instances}
-        rules = _FastRules(model, {module for module in merged if module is not None})
-        # Registered after the rules so each capture sees the rule's output tensor.
-        handles = [module.register_forward_hook(_fast_capture(name, rules, results)) for name, module in layers.items()]
-        try:
-            logits = model(images)
-            relevance = _start_gradient(logits, labels, config)
-            # Gradient convention: relevance = activation * gradient.
-            safe_logits = torch.where(logits == 0, torch.ones_like(logits), logits.detach())
-            torch.autograd.backward(logits, relevance / safe_logits)
-        finally:
-            for handle in handles:
-                handle.remove()
-            rules.remove()
-            rules.stash.clear()
-            rules.values.clear()
-    return results
-
-
-def _fast_capture(name: str, rules: _FastRules, results: dict[str, LayerRelevance]) -> Callable[..., None]:
-    def forward_hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        # The value before any in-place op that follows (VGG's ReLU(inplace=True)).
-        value = rules.values.get(module, output).detach()
-        if value is output:
-            value = value.clone()
-
-        def on_grad(grad: torch.Tensor) -> None:
-            results[name] = _reduce(value * grad)
-
-        output.register_hook(on_grad)
-
-    return forward_hook
+        return fast_relevance(
+            model,
+            images,
+            lambda logits: _start_gradient(logits, labels, config),
+            layers,
+            {module for module in merged if module is not None},
+            _reduce,
+        )

@@ -42,3 +42,19 @@ def test_demo_refuses_unknown_classes_and_existing_output(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["demo", "--fast", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "--force" in result.stderr
     assert (tmp_path / "d" / "mine.txt").read_text() == "keep"
+
+
+def test_transfer_demo_fits_a_head_for_classes_imagenet_lacks(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--transfer", "--fast", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert "training the source model" not in result.stderr  # the packaged ImageNet weights, nothing trained
+    assert sorted(summary["classes"]) == ["Shirt", "T-shirt-top"]
+    assert summary["params"][1] < summary["params"][0] and summary["onnx_bytes"][1] < summary["onnx_bytes"][0]
+    # A 1000-way ImageNet model now has two outputs, fitted on the references: it tells the classes apart.
+    assert min(summary["held_out_accuracy"][0]) > 0.6
+    assert len(list((out / "eval" / "Shirt").glob("*.png"))) == 50 and not (out / "labels.txt").exists()
+    report = (out / "run" / "report.md").read_text()
+    assert "head" in report.lower() and "## ONNX export" in report
+    assert (out / "run" / "head.pt").is_file()

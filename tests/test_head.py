@@ -22,19 +22,35 @@ from sddpx_tp.references import load_image_folder
 
 
 def test_the_fit_is_the_optimum_of_the_regularised_loss() -> None:
-    # Independent check: at the optimum the gradient of the objective (on standardised features) vanishes.
+    # Independent check: at the optimum the gradient of the objective (mean loss + strength/2 |W|^2) vanishes.
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(60, 12, generator=generator, dtype=torch.float64) * 3 + 1
     labels = torch.randint(0, 3, (60,), generator=generator)
     strength = 0.1
     head = fit_logistic(features, labels, 3, strength)
-    mean, scale = features.mean(0), features.std(0)
-    weight = (head.weight * scale).clone().requires_grad_(True)  # back to the standardised problem
-    bias = (head.bias + head.weight @ mean).clone().requires_grad_(True)
-    loss = F.cross_entropy(((features - mean) / scale) @ weight.T + bias, labels) + strength / 2 * weight.pow(2).sum()
+    weight, bias = head.weight.clone().requires_grad_(True), head.bias.clone().requires_grad_(True)
+    loss = F.cross_entropy(features @ weight.T + bias, labels) + strength / 2 * weight.pow(2).sum()
     loss.backward()
     assert weight.grad is not None and bias.grad is not None
     assert float(weight.grad.abs().max()) < 1e-6 and float(bias.grad.abs().max()) < 1e-6
+
+
+def test_the_fit_agrees_with_scikit_learn() -> None:
+    # An independent solver of the same problem: scikit-learn's multinomial logistic regression minimises
+    # 1/2 |W|^2 + C * sum of losses, which is ours (mean loss + strength/2 |W|^2) for C = 1 / (strength * n).
+    # Three classes: for two, scikit-learn fits one weight vector instead of the symmetric pair.
+    from sklearn.linear_model import LogisticRegression
+
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(90, 8, generator=generator, dtype=torch.float64) * 2 - 1
+    labels = torch.randint(0, 3, (90,), generator=generator)
+    features[:, 0] += labels  # some signal, so the fit is not trivial
+    strength = 0.05
+    head = fit_logistic(features, labels, 3, strength)
+    reference = LogisticRegression(C=1 / (strength * len(labels)), tol=1e-12, max_iter=10_000)
+    reference.fit(features.numpy(), labels.numpy())
+    expected = torch.from_numpy(reference.predict_proba(features.numpy()))
+    assert torch.allclose(head.logits(features).softmax(1), expected, atol=1e-6)
 
 
 def test_separable_classes_are_separated() -> None:
