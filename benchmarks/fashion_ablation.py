@@ -1,9 +1,12 @@
-"""Issue 8's ablation: DPX, SD-DPX as in the paper, and each option beyond it alone and combined.
+"""Ablations: SD-DPX's options beyond the paper (issue 8), repairs and baseline criteria (issue 15).
 
     python benchmarks/fashion_ablation.py --seeds 0 1 2 3 4 --configs tuning --out results/ablation_tune.json
     python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --out results/ablation_resnet18.json
     python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --architecture mobilenet_v2 \
         --out results/ablation_mobilenet_v2.json
+    python benchmarks/fashion_ablation.py --seeds 0 1 2 3 4 --configs repairs --out results/repairs_tune.json
+    python benchmarks/fashion_ablation.py --seeds 0 1 2 3 4 --configs ridge --out results/repairs_tune.json
+    python benchmarks/fashion_ablation.py --seeds 5 6 7 8 9 --configs repairs --out results/repairs_resnet18.json
 
 Same tasks as benchmarks/fashion_methods.py (2 classes, 30 references per class,
 held-out = all test images of the pair, to filter rate 0.9). Reports AUC, AUC of
@@ -66,6 +69,31 @@ CONFIGS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "sd-dpx round_to 16 + patience 2": ("sd-dpx", {"round_to": 16, "patience": 2}),
         "sd-dpx round_to 16 + patience 4": ("sd-dpx", {"round_to": 16, "patience": 4}),
     },
+}
+# Issue 15: repairs without training and baseline criteria, each alone on DPX and inside the CLI default.
+CLI_DEFAULT = {"round_to": 16, "adaptive_compensation": True, "patience": 2}
+DPX16 = {"round_to": 16}
+REPAIRS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpx": ("dpx", {}),
+    "dpx r16": ("dpx", DPX16),
+    **{f"dpx r16 + {name}": ("dpx", {**DPX16, "repair": [name]}) for name in ("lstsq", "bn", "bias")},
+    "dpx r16 + lstsq + bn": ("dpx", {**DPX16, "repair": ["lstsq", "bn"]}),
+    **{
+        f"dpx r16, criterion {name}": ("dpx", {**DPX16, "criterion": name})
+        for name in ("random", "magnitude", "bn-scale", "taylor")
+    },
+    "sd-dpx default": ("sd-dpx", CLI_DEFAULT),
+    # With lstsq, adaptive compensation has nothing left to add (the intercept is fitted).
+    "sd-dpx default + lstsq": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq"]}),
+    "sd-dpx default + bn": ("sd-dpx", {**CLI_DEFAULT, "repair": ["bn"]}),
+    "sd-dpx default + lstsq + bn": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq", "bn"]}),
+    "sd-dpx default, criterion random": ("sd-dpx", {**CLI_DEFAULT, "criterion": "random"}),
+    "sd-dpx default, criterion magnitude": ("sd-dpx", {**CLI_DEFAULT, "criterion": "magnitude"}),
+}
+CONFIGS["repairs"] = REPAIRS
+CONFIGS["ridge"] = {  # seeds 0-4 only: the ridge of the reconstruction
+    f"dpx r16 + lstsq, ridge {ridge:g}": ("dpx", {**DPX16, "repair": ["lstsq"], "ridge": ridge})
+    for ridge in (1e-4, 1e-3, 1e-2, 1e-1)
 }
 REPORTED = ("auc", "auc_lowest_class", "highest_rate_kept", "method_seconds", "relevance_passes", "evaluations")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,10 +145,11 @@ def prune(
         head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
                         config.head_folds, config.seed)  # fmt: skip
         scores = CrossFittedScores(references, len(classes), head.strength, config.head_folds, config.seed)
-        start = with_head(model, head.head) if resume is None else resume.model
+        unpruned = with_head(model, head.head)
     else:
-        start = restrict_to_classes(model, classes) if resume is None else resume.model
-    start = start.to(device).eval()
+        unpruned = restrict_to_classes(model, classes)
+    unpruned = unpruned.to(device).eval()
+    start = unpruned if resume is None else resume.model.to(device).eval()
     # A resumed run was checked when it started (and may have pruned everything it could since).
     prunable = (check_prunable if resume is None else _prunable)(start, references[0], config)
     session = PruningSession(
@@ -165,6 +167,12 @@ def prune(
         training_config=config.retraining,
         reference_scores=scores,
         on_before_accept=_refitting(config, references, len(classes), head),
+        criterion=config.criterion,
+        seed=config.seed,
+        repair=config.repair,
+        # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
+        original_model=copy.deepcopy(unpruned) if config.repair else None,
+        ridge=config.ridge,
     )
     try:
         method.run(session, config)

@@ -20,8 +20,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sddpx_tp.errors import SettingError
+from sddpx_tp.criteria import CRITERIA, Criterion
+from sddpx_tp.errors import SettingError, literal
+from sddpx_tp.reconstruction import DEFAULT_RIDGE
 from sddpx_tp.relevance import RelevanceConfig
+from sddpx_tp.repairs import REPAIRS, RepairName
 from sddpx_tp.training import TrainingConfig
 
 Compensation = Literal["auto", "adaptive", "always", "never"]
@@ -62,6 +65,11 @@ class PruneConfig:
     head: Head = "keep"
     head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
     refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step
+    # Repairs without training (sddpx_tp.repairs), applied to every trial and removal: () is the
+    # papers' fixed weights; any of "lstsq", "bn", "bias", in that order.
+    repair: tuple[RepairName, ...] = ()
+    ridge: float = DEFAULT_RIDGE  # with repair "lstsq": ridge strength, relative to the mean Gram diagonal
+    criterion: Criterion = "lrp"  # what ranks the channels: LRP relevance, or a baseline (sddpx_tp.criteria)
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
     retraining: TrainingConfig = field(default_factory=TrainingConfig)  # with training images only
 
@@ -83,6 +91,10 @@ class PruneConfig:
         return self.min_step if self.min_step is not None else min(DEFAULT_MIN_STEP, self.step)
 
     def __post_init__(self) -> None:
+        # A list from the API or JSON, or one comma-separated string.
+        given = self.repair.split(",") if isinstance(self.repair, str) else self.repair
+        object.__setattr__(self, "repair", tuple(given))
+        repairs = ",".join(map(str, self.repair))
         checks = [
             (0 < self.max_rate < 1, f"{{max_rate}} must be in (0, 1), not {self.max_rate}"),
             (0 < self.step <= self.max_rate, f"{{step}} must be in (0, max_rate], not {self.step}"),
@@ -96,11 +108,16 @@ class PruneConfig:
             (self.compensation in COMPENSATIONS, f"{{compensation}} must be one of {COMPENSATIONS}"),
             (0 <= self.seed < MAX_SEED, f"{{seed}} must be in [0, 2**63), not {self.seed}"),
             (self.head in HEADS, f"{{head}} must be one of {HEADS}, not {self.head!r}"),
+            (self.criterion in CRITERIA, f"{{criterion}} must be one of {CRITERIA}, not {literal(self.criterion)!r}"),
+            (set(self.repair) <= set(REPAIRS), f"{{repair}} takes {', '.join(REPAIRS)}, not {literal(repairs)}"),
+            (len(set(self.repair)) == len(self.repair), f"{{repair}} names a repair twice: {literal(repairs)}"),
+            (0 <= self.ridge < float("inf"), f"{{ridge}} must be >= 0, not {self.ridge}"),
             (2 <= self.head_folds <= 100, f"{{head_folds}} must be in [2, 100], not {self.head_folds}"),
         ]
         for passed, message in checks:
             if not passed:
                 raise SettingError(message)
+        object.__setattr__(self, "repair", tuple(name for name in REPAIRS if name in self.repair))  # applied order
         if self.compensation == "adaptive" and not self.masked_trials:
             raise SettingError("{compensation} adaptive needs {masked_trials}")
 
@@ -112,5 +129,6 @@ class PruneConfig:
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         values = dict(data)
         values["relevance"] = RelevanceConfig(**values["relevance"])
+        values["repair"] = tuple(values.get("repair", ()))  # JSON gives a list
         values["retraining"] = TrainingConfig(**values["retraining"])
         return cls(**values)

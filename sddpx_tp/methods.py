@@ -83,6 +83,8 @@ def compensation_for(config: PruneConfig) -> Compensation:
     """What ``config.compensation`` means for its method (``auto`` resolved)."""
     if config.compensation != "auto":
         return config.compensation
+    if "lstsq" in config.repair:
+        return "never"  # the reconstruction fits each consumer's intercept: it does what compensation does
     return "adaptive" if get_method(config.method).evaluates_trials and config.masked_trials else "never"
 
 

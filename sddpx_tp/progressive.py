@@ -45,27 +45,28 @@ def run_progressive(session: PruningSession, config: PruneConfig) -> None:
 
 def _prune_layer(session: PruningSession, config: PruneConfig, layer: str) -> None:
     current = session.current
-    scores = current.group_scores(session.relevance(current)).get(layer)
+    scores = session.channel_scores(current).get(layer)
     if scores is None:  # nothing left to prune in this group
         session.accept(current, attempts=0, layer=layer)
         return
     budget = round(config.max_rate * len(scores.scores)) * scores.filters_per_channel
     chosen = current.select(current.candidates({layer: scores}), budget)
     means = input_channel_means(current.model, session.references[0]) if compensation_for(config) == "always" else None
+    repair = session.step_repair()
     tried: list[float] = []
     if config.hold is not None and chosen:
         # The largest prefix (halving) that keeps reference H within ``hold`` of the layer's start.
         floor = session.reference_harmonic_mean - config.hold
         count = len(chosen)
         while count > 0:
-            with current.masked(chosen[:count], means) as model:
+            with current.masked(chosen[:count], means, repair) as model:
                 tried.append(harmonic_mean(session.evaluate_classes(model)))
             if tried[-1] >= floor:
                 break
             count //= 2
         chosen = chosen[:count]
     if chosen:
-        current.remove(chosen, means)
+        current.remove(chosen, means, repair)
     session.accept(current, attempts=max(len(tried), 1), attempt_harmonic_means=tried, layer=layer)
 
 

@@ -6,13 +6,9 @@ Two engines compute the same numbers:
   as the gradient arriving there (zennit passes relevance backwards *as* the
   gradient). Any zennit composite works; it is slow, because every rule re-runs its
   layer forward inside the backward pass and the original backward runs as well.
-* ``"fast"`` (default for EpsilonPlus and EpsilonPlusFlat) builds the rules into
-  the forward pass instead: each conv returns ``z`` whose gradient flows through
-  ``z+ * stop_grad(z / z+)`` (z+ rule), each linear through ``z * stop_grad(z / (z+eps))``
-  (epsilon rule). Then ``activation * gradient`` is the LRP relevance at every
-  layer, and one ordinary backward gives all of it: one forward, one forward with
-  clamped weights, one backward (:mod:`sddpx_tp.fast_relevance`). zennit still
-  supplies the canonizers.
+* ``"fast"`` (default for EpsilonPlus and EpsilonPlusFlat) builds the same rules into
+  the forward pass, so that one ordinary backward gives every layer's relevance
+  (:mod:`sddpx_tp.fast_relevance` says how); zennit still supplies the canonizers.
 
 Relevance at a conv's output is summed over space per filter and aggregated over
 images as DPX (sum of |R|) or PX (sum over images of |sum over space of R|).

@@ -90,12 +90,17 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     trajectory = report["trajectory"]
     first, last = trajectory[0], trajectory[-1]
     settings = report["settings"]
+    criterion = settings["config"].get("criterion", "lrp")  # reports from before criteria were a setting
+    passes = "relevance passes" if criterion == "lrp" else "scoring passes"
+    criterion = "LRP relevance" if criterion == "lrp" else criterion
+    repairs = settings["config"].get("repair") or []
+    repaired = f", repaired by {' + '.join(repairs)}" if repairs else ", no repair"
     lines = [
         f"# sddpx-tp pruning report: {settings['model']['name']}",
         "",
-        f"Method **{settings['config']['method']}**, classes: {', '.join(class_labels)}, "
-        f"{last['step']} accepted steps in {last['seconds']:.0f} s "
-        f"({last['relevance_passes']} relevance passes, {last['evaluations']} evaluations).",
+        f"Method **{settings['config']['method']}** (channels ranked by {criterion}{repaired}), classes: "
+        f"{', '.join(class_labels)}, {last['step']} accepted steps in {last['seconds']:.0f} s "
+        f"({last['relevance_passes']} {passes}, {last['evaluations']} evaluations).",
         "",
         "| | before | after | ratio |",
         "|---|---|---|---|",

@@ -33,6 +33,7 @@ from sddpx_tp.compensation import InputMeans, input_channel_means
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.methods import compensation_for, register_method
 from sddpx_tp.metrics import harmonic_mean
+from sddpx_tp.repairs import StepRepair
 from sddpx_tp.surgery import Candidate, GroupScores, PrunableModel
 from sddpx_tp.trajectory import PruningSession
 
@@ -52,7 +53,7 @@ def _input_means(session: PruningSession, wanted: bool) -> InputMeans | None:
 def px(session: PruningSession, config: PruneConfig) -> None:
     state = session.schedule_state
     if "px_scores" not in state:
-        ranked = session.current.group_scores(session.relevance(session.current))
+        ranked = session.channel_scores(session.current)
         state["px_scores"] = {root: group.scores for root, group in ranked.items()}
         state["px_filters"] = {root: group.filters_per_channel for root, group in ranked.items()}
         # Channels of the unpruned model still present, per group, in their current order.
@@ -67,7 +68,8 @@ def px(session: PruningSession, config: PruneConfig) -> None:
         chosen = session.current.select(session.current.candidates(current), budget)
         if not chosen:
             return
-        session.current.remove(chosen, _input_means(session, compensation_for(config) == "always"))
+        means = _input_means(session, compensation_for(config) == "always")
+        session.current.remove(chosen, means, session.step_repair())
         for root in {c.root for c in chosen}:
             gone = {channel for c in chosen if c.root == root for channel in c.channels}
             remaining[root] = [channel for index, channel in enumerate(remaining[root]) if index not in gone]
@@ -77,11 +79,12 @@ def px(session: PruningSession, config: PruneConfig) -> None:
 @register_method("dpx")
 def dpx(session: PruningSession, config: PruneConfig) -> None:
     while (budget := _budget(session, config, config.step)) > 0:
-        scores = session.current.group_scores(session.relevance(session.current))
+        scores = session.channel_scores(session.current)
         chosen = session.current.select(session.current.candidates(scores), budget)
         if not chosen:
             return
-        session.current.remove(chosen, _input_means(session, compensation_for(config) == "always"))
+        means = _input_means(session, compensation_for(config) == "always")
+        session.current.remove(chosen, means, session.step_repair())
         session.accept(session.current, attempts=1)
 
 
@@ -91,25 +94,27 @@ class _Attempt:
     rank: tuple[bool, float]  # (every class above its floor, H): the best attempt is the largest
     model: PrunableModel | None  # the pruned copy, when trials are not masked
     means: InputMeans | None  # the compensation the trial used (None: none)
+    repair: StepRepair | None  # the step's repair (None: none)
 
 
-def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], means: InputMeans | None, adaptive: bool
+def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], means: InputMeans | None,
+         adaptive: bool, repair: StepRepair | None
          ) -> tuple[list[float], PrunableModel | None, InputMeans | None]:  # fmt: skip
-    """Per-class reference accuracy of the current model without ``chosen``, the pruned copy (if made)
-    and the compensation used: with ``adaptive_compensation``, the better of with and without it."""
+    """Per-class reference accuracy of the current model without ``chosen`` (repaired), the pruned copy
+    (if made) and the compensation used: with ``adaptive_compensation``, the better of with and without it."""
     if adaptive:
         scored = []
         for variant in (None, means):
-            with session.current.masked(chosen, variant) as model:
+            with session.current.masked(chosen, variant, repair) as model:
                 accuracy, confidence = session.evaluate_scores(model)
             scored.append(((harmonic_mean(accuracy), harmonic_mean(confidence)), accuracy, variant))
         _, accuracy, variant = max(scored, key=lambda entry: entry[0])  # ties in H go to the more confident
         return accuracy, None, variant
     if config.masked_trials:
-        with session.current.masked(chosen, means) as model:
+        with session.current.masked(chosen, means, repair) as model:
             return session.evaluate_classes(model), None, means
     trial = session.current.copy()
-    trial.remove(chosen, means)
+    trial.remove(chosen, means, repair)
     return session.evaluate_classes(trial.model), trial, means
 
 
@@ -119,9 +124,10 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
     best_so_far = session.reference_harmonic_mean
     compensation = compensation_for(config)
     while _budget(session, config, config.step) > 0:
-        scores = session.current.group_scores(session.relevance(session.current))
+        scores = session.channel_scores(session.current)
         # One forward serves every trial of this step.
         means = _input_means(session, compensation != "never")
+        repair = session.step_repair()  # gathered once, on the model before the step, for every trial
         step = config.step
         excluded: list[Candidate] = []
         best: _Attempt | None = None
@@ -133,7 +139,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
             chosen = session.current.select(session.current.candidates(scores, excluded=skipped), budget)
             if not chosen:
                 break
-            accuracy, trial, used_means = _try(session, config, chosen, means, compensation == "adaptive")
+            accuracy, trial, used_means = _try(session, config, chosen, means, compensation == "adaptive", repair)
             harmonic_mean_ = harmonic_mean(accuracy)
             tried.append(harmonic_mean_)
             guarded = all(value >= floor for value, floor in zip(accuracy, floors, strict=True))
@@ -141,7 +147,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
             improved = best is None or rank > best.rank
             fruitless = 0 if improved else fruitless + 1
             if improved:
-                best = _Attempt(chosen, rank, trial, used_means)
+                best = _Attempt(chosen, rank, trial, used_means, repair)
             if guarded and harmonic_mean_ >= best_so_far:
                 break  # keep going at full pace
             gave_up = config.patience > 0 and fruitless >= config.patience
@@ -157,7 +163,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
         if best is None:
             return
         if best.model is None:  # masked trials: prune the current model itself
-            session.current.remove(best.chosen, best.means)
+            session.current.remove(best.chosen, best.means, best.repair)
             best.model = session.current
         session.accept(best.model, attempts=len(tried), attempt_harmonic_means=tried)
         best_so_far = session.reference_harmonic_mean

@@ -10,6 +10,7 @@ emptying a group and never touching the classifier's outputs.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 from sddpx_tp.compensation import InputMeans, compensate
 from sddpx_tp.importance import LRPImportance
 from sddpx_tp.models import classifier_name
+from sddpx_tp.repairs import StepRepair
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,19 @@ class PrunableModel:
         self.min_channels = min_channels
         self.round_to = round_to
         self.ignored = [model.get_submodule(classifier_name(model))]
+        # Each conv's and linear layer's current output channels, as indices in the unpruned model
+        # (what a reconstruction targets; torch-pruning keeps layer names, not channel indices).
+        layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        self.origins: dict[str, list[int]] = {name: list(range(m.weight.shape[0])) for name, m in layers}
         was_training = model.training
         model.eval()
         self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
         model.train(was_training)
 
     def copy(self) -> PrunableModel:
-        return PrunableModel(copy.deepcopy(self.model), self.example_input, self.min_channels, self.round_to)
+        duplicate = PrunableModel(copy.deepcopy(self.model), self.example_input, self.min_channels, self.round_to)
+        duplicate.origins = {name: list(kept) for name, kept in self.origins.items()}
+        return duplicate
 
     def groups(self) -> dict[str, tp.Group]:
         """Every prunable group with full channel indices, by root conv name."""
@@ -103,7 +111,10 @@ class PrunableModel:
 
     def group_scores(self, relevance: Mapping[str, torch.Tensor]) -> dict[str, GroupScores]:
         """Each group's per-channel relevance (sum over its member convs' filters)."""
-        importance = LRPImportance(self.model, relevance=relevance)
+        return self.scored_by(LRPImportance(self.model, relevance=relevance))
+
+    def scored_by(self, importance: tp.importance.Importance) -> dict[str, GroupScores]:
+        """Each group's per-channel scores from a torch-pruning importance (groups it cannot score are left out)."""
         found = {}
         for root, group in self.groups().items():
             scores = importance(group)
@@ -182,20 +193,35 @@ class PrunableModel:
                     removed_inputs.setdefault(names[consumer], []).extend(int(index) for index in item.idxs)
         return groups, removed_inputs
 
-    def remove(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> None:
+    def remove(
+        self, chosen: Iterable[Candidate], input_means: InputMeans | None = None, repair: StepRepair | None = None
+    ) -> None:
         """Physically remove the chosen channels (groups are disjoint: indices stay valid).
 
         With ``input_means`` (see :mod:`sddpx_tp.compensation`), the layers that consumed
-        the removed channels first absorb their mean contribution.
+        the removed channels first absorb their mean contribution; ``repair`` (see
+        :mod:`sddpx_tp.repairs`) then refits them, and recalibrates after the removal.
         """
         groups, removed_inputs = self._plan(chosen)
         if input_means is not None:
             compensate(self.model, removed_inputs, input_means)
+        if repair is not None:
+            repair.before_removal(self.model, removed_inputs)
+        names = {module: name for name, module in self.model.named_modules()}
         for group in groups:
+            for item in group:
+                name = names.get(item.dep.target.module)
+                if name in self.origins and self.graph.is_out_channel_pruning_fn(item.dep.handler):
+                    gone = set(int(index) for index in item.idxs)
+                    self.origins[name] = [kept for index, kept in enumerate(self.origins[name]) if index not in gone]
             group.prune()
+        if repair is not None:
+            repair.after_removal(self.model)
 
     @contextmanager
-    def masked(self, chosen: Iterable[Candidate], input_means: InputMeans | None = None) -> Iterator[nn.Module]:
+    def masked(
+        self, chosen: Iterable[Candidate], input_means: InputMeans | None = None, repair: StepRepair | None = None
+    ) -> Iterator[nn.Module]:
         """The model as if ``chosen`` were removed, without copying it; restored exactly on exit.
 
         Every removed channel ends in consumers (full convs, the classifier) that read it
@@ -203,10 +229,15 @@ class PrunableModel:
         the physically pruned model (same sums, fewer zero terms) at the cost of one
         in-place edit, where a pruned copy costs a deep copy and a new dependency graph.
         Grouped convs are skipped: their inputs are their own (also removed) outputs.
+        A ``repair`` is applied to the masked model as to the removal; it may change any
+        weight or statistic, so then everything is saved and restored.
         """
         _, removed_inputs = self._plan(chosen)
         saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (tensor, its original values)
         with torch.no_grad():
+            if repair is not None:
+                everything = itertools.chain(self.model.parameters(), self.model.buffers())
+                saved += [(tensor, tensor.clone()) for tensor in everything]
             for module in self.model.modules():
                 if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
                     saved.append((module.running_mean, module.running_mean.clone()))  # compensation may move it
@@ -222,8 +253,12 @@ class PrunableModel:
                 masked_columns.append((weight, index, weight[:, index].clone()))
             if input_means is not None:
                 compensate(self.model, removed_inputs, input_means)  # before zeroing: it reads those weights
+            if repair is not None:
+                repair.before_removal(self.model, removed_inputs)
             for weight, index, _ in masked_columns:
                 weight[:, index] = 0
+            if repair is not None:
+                repair.after_removal(self.model)
         try:
             yield self.model
         finally:

@@ -18,9 +18,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sddpx_tp.architectures import support_for
+from sddpx_tp.criteria import Criterion, channel_scores
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.relevance import RelevanceConfig, filter_relevance
-from sddpx_tp.surgery import PrunableModel
+from sddpx_tp.repairs import RepairName, StepRepair, step_repair
+from sddpx_tp.surgery import GroupScores, PrunableModel
 from sddpx_tp.training import TrainingConfig
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
@@ -89,6 +91,11 @@ class PruningSession:
         training_config: TrainingConfig | None = None,
         reference_scores: Callable[[nn.Module], tuple[list[float], list[float]]] | None = None,
         on_before_accept: Callable[[nn.Module], None] | None = None,
+        criterion: Criterion = "lrp",
+        seed: int = 0,
+        repair: tuple[RepairName, ...] = (),
+        original_model: nn.Module | None = None,
+        ridge: float = 1e-3,
     ) -> None:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
         trajectory and schedule state, and ``model`` is its last accepted model."""
@@ -102,6 +109,12 @@ class PruningSession:
         self.evaluation = evaluation
         self.classes = classes
         self.relevance_config = relevance_config
+        self.criterion = criterion  # what ranks the channels (sddpx_tp.criteria)
+        self.seed = seed
+        self.repair, self.ridge = repair, ridge
+        if repair and original_model is None:
+            raise ValueError("repairs need the unpruned model (original_model)")
+        self.original_model = original_model  # what a reconstruction targets
         self.keep_models = keep_models
         self.progress = progress
         self.training = training  # images and labels for retraining methods (progressive, fine-tuning)
@@ -122,6 +135,9 @@ class PruningSession:
             self.accept(model, attempts=0)
         else:
             self.trajectory, self.schedule_state = list(resume[0]), dict(resume[1])
+            origins = self.schedule_state.get("channel_origins")
+            if origins is not None:
+                self.current.origins = {name: list(kept) for name, kept in origins.items()}
             first, last = self.trajectory[0], self.trajectory[-1]
             self.original = ModelSize(filters=first.filters, params=first.params, macs=first.macs)
             self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations
@@ -131,12 +147,32 @@ class PruningSession:
             self.reference_harmonic_mean = last.reference_harmonic_mean
             self._bar.update(round(last.filter_rate * 100))
 
-    def relevance(self, model: PrunableModel) -> dict[str, torch.Tensor]:
-        self.relevance_passes += 1
+    def channel_scores(self, model: PrunableModel) -> dict[str, GroupScores]:
+        """Each group's per-channel scores under the run's criterion; one scoring pass (counted and
+        timed as a relevance pass, whichever criterion it is)."""
         started = time.perf_counter()
-        relevance = filter_relevance(model.model, self.references, self.relevance_config, self.architecture)
+        scores = channel_scores(
+            self.criterion,
+            model,
+            self.references,
+            lambda: filter_relevance(model.model, self.references, self.relevance_config, self.architecture),
+            self.seed,
+            self.relevance_passes,
+        )
+        self.relevance_passes += 1
         self.relevance_seconds += time.perf_counter() - started
-        return relevance
+        return scores
+
+    def step_repair(self) -> StepRepair | None:
+        """The run's repairs for the next step of the current model (None: none), timed as reference work."""
+        if not self.repair or self.original_model is None:
+            return None
+        started = time.perf_counter()
+        repair = step_repair(
+            self.repair, self.current.model, self.original_model, self.current.origins, self.references[0], self.ridge
+        )
+        self.reference_seconds += time.perf_counter() - started
+        return repair
 
     def evaluate_references(self, model: nn.Module) -> float:
         """H on the reference images; every call counts as one evaluation."""
@@ -172,6 +208,8 @@ class PruningSession:
         if self.on_before_accept is not None:
             self.on_before_accept(model.model)
         self.current = model
+        if "lstsq" in self.repair:  # a resumed run must know which unpruned channel each one is
+            self.schedule_state["channel_origins"] = {name: list(kept) for name, kept in model.origins.items()}
         size = measure_size(model.model, self.example_input)
         reference_accuracy = self._timed_reference_scores(model.model)[0]
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)

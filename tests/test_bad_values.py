@@ -44,6 +44,7 @@ _BAD_NUMBERS: dict[str, list[str]] = {
     "--batch-size": ["0", "-8"],
     "--chunk-size": ["0", "-1"],
     "--threads": ["0", "-2", "100000"],
+    "--ridge": ["-1", "-1e-3", "nan", "inf", "-inf"],
 }
 
 
@@ -104,6 +105,22 @@ def test_bad_bench_numbers_exit_2(args: list[str], expected: str, finished_run: 
 def test_a_round_to_wider_than_every_layer_is_refused(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "run"
     _refused(CliRunner().invoke(main, [*_args(data, out), "--round-to", "10000"]), "--round-to 10000 leaves nothing")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--repair", "stretch"], "--repair takes lstsq, bn, bias, not stretch"),
+        (["--repair", "bn,{x}"], "--repair takes lstsq, bn, bias, not bn,{x}"),
+        (["--repair", "bn,bn"], "--repair names a repair twice"),
+        (["--criterion", "entropy"], "Invalid value for '--criterion'"),
+    ],
+)
+def test_bad_repairs_and_criteria_exit_2_before_writing(args: list[str], expected: str, data: dict[str, Path],  # noqa: F811
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "run"
+    _refused(CliRunner().invoke(main, [*_args(data, out), *args]), expected)
     assert not out.exists()
 
 

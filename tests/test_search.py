@@ -71,13 +71,13 @@ def test_class_floor_prefers_attempts_that_keep_every_class(
     removed: list[list[Candidate]] = []
     original_masked, original_remove = PrunableModel.masked, PrunableModel.remove
 
-    def masked(self, chosen, means=None):  # type: ignore[no-untyped-def]
+    def masked(self, chosen, means=None, repair=None):  # type: ignore[no-untyped-def]
         trials.append(list(chosen))
-        return original_masked(self, chosen, means)
+        return original_masked(self, chosen, means, repair)
 
-    def remove(self, chosen, means=None):  # type: ignore[no-untyped-def]
+    def remove(self, chosen, means=None, repair=None):  # type: ignore[no-untyped-def]
         removed.append(list(chosen))
-        return original_remove(self, chosen, means)
+        return original_remove(self, chosen, means, repair)
 
     monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "masked", masked)
@@ -117,9 +117,9 @@ def test_adaptive_compensation_keeps_the_more_confident_variant(
     removals: list[bool] = []
     original_remove = PrunableModel.remove
 
-    def remove(self, chosen, means=None):  # type: ignore[no-untyped-def]
+    def remove(self, chosen, means=None, repair=None):  # type: ignore[no-untyped-def]
         removals.append(means is not None)
-        return original_remove(self, chosen, means)
+        return original_remove(self, chosen, means, repair)
 
     monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "remove", remove)

@@ -11,7 +11,7 @@ import torch
 from zennit.composites import COMPOSITES
 
 from sddpx_tp.cli.flags import echo_warning, floats
-from sddpx_tp.config import COMPENSATIONS, DEFAULT_MIN_STEP, HEADS, PruneConfig
+from sddpx_tp.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEADS, PruneConfig
 from sddpx_tp.methods import available_methods
 from sddpx_tp.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.relevance import RelevanceConfig
@@ -52,6 +52,9 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         min_step=options["min_step"],
         round_to=options["round_to"],
         compensation=options["compensate"],
+        criterion=options["criterion"],
+        repair=() if options["repair"] == "none" else tuple(part.strip() for part in options["repair"].split(",")),
+        ridge=options["ridge"],
         class_floor=options["class_floor"],
         patience=options["patience"],
         hold=options["hold"],
@@ -155,6 +158,19 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     default=DEFAULTS.compensation,
     help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways; "
     "auto: adaptive for SD-DPX, none for the others",
+)
+@click.option(
+    "--repair",
+    default=",".join(DEFAULTS.repair) or "none",
+    help="repairs without training, comma-separated: lstsq (refit the consumers of removed channels towards the "
+    "unpruned outputs), bn (recalibrate BatchNorms), bias (classifier bias); none keeps the weights",
+)
+@click.option("--ridge", type=float, default=DEFAULTS.ridge, help="--repair lstsq: ridge towards the current weights")
+@click.option(
+    "--criterion",
+    type=click.Choice(CRITERIA),
+    default=DEFAULTS.criterion,
+    help="what ranks the channels: LRP relevance, or a baseline (random, torch-pruning's magnitude, bn-scale, taylor)",
 )
 @click.option(
     "--class-floor",

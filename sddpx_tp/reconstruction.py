@@ -1,0 +1,214 @@
+"""Least-squares reconstruction of the layers that lose input channels (ThiNet; He et al. 2017).
+
+After a step removes channels, each dense consumer of them (a conv with ``groups == 1`` or a
+linear layer) is refit on the channels it keeps, so that its outputs on the references
+match the *unpruned* model's outputs of that layer: the target never drifts with the steps,
+so errors do not accumulate. A conv gives one row per image and output position (its input
+unfolded into patches), so a few references give thousands of rows. The fit is ridge
+regularised *towards the current weights*, which keeps it well posed when rows are few
+(a 1x1 feature map at the end of a 32-px ResNet gives one row per image):
+
+    min_w ||A_K w - y||^2 + ridge * mean(diag(A_K^T A_K)) * ||w - w_0||^2
+
+with ``A_K`` the kept input columns plus a column of ones (the intercept: the consumer's
+bias, or for a bias-free conv followed by a BatchNorm, that BatchNorm's running mean).
+
+The statistics are gathered once per step, on the model before the step, and serve every
+trial of that step: per consumer either the Gram matrix ``A^T A`` with ``A^T Y`` (when rows
+outnumber columns) or ``A`` and ``Y`` themselves (then the fit is solved in its dual form,
+``w = w_0 + A^T (A A^T + lambda I)^-1 (y - A w_0)``). A trial restricts them to its kept
+columns, so a masked trial and the physical removal get the same weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sddpx_tp.metrics import inference_batch, inference_batches
+
+DEFAULT_RIDGE = 1e-3
+
+
+@dataclass
+class _Statistics:
+    """One consumer's sufficient statistics (float64); ``intercept``: the last column is the ones column."""
+
+    gram: torch.Tensor | None  # [D, D], or None when the rows are kept instead
+    cross: torch.Tensor | None  # [D, O]
+    rows: torch.Tensor | None  # [R, D]
+    targets: torch.Tensor | None  # [R, O]
+    intercept: bool
+
+
+def dense_consumer(module: nn.Module) -> bool:
+    """A layer whose every output reads every input channel (grouped convs lose their outputs with their inputs)."""
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and not isinstance(module.padding, str)
+    return isinstance(module, nn.Linear)
+
+
+def following_batch_norms(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
+    """Each conv directly followed by a BatchNorm in module order (torchvision's conv-bn pairs)."""
+    leaves = [m for m in model.modules() if next(m.children(), None) is None or isinstance(m, nn.Conv2d)]
+    return {
+        first: second
+        for first, second in itertools.pairwise(leaves)
+        if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d)
+    }
+
+
+def _design(module: nn.Module, inputs: torch.Tensor, intercept: bool) -> torch.Tensor:
+    """The consumer's input as rows: [positions, in_channels * kernel (+1)], columns ordered as its weight."""
+    if isinstance(module, nn.Conv2d):
+        padding = module.padding
+        assert not isinstance(padding, str), "'same'/'valid' padding strings are not supported"
+        patches = F.unfold(inputs, module.kernel_size, module.dilation, padding, module.stride)
+        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    else:
+        rows = inputs.reshape(-1, inputs.shape[-1])
+    rows = rows.double()
+    return torch.cat([rows, torch.ones(len(rows), 1, dtype=rows.dtype, device=rows.device)], 1) if intercept else rows
+
+
+def _outputs_as_rows(outputs: torch.Tensor) -> torch.Tensor:
+    return (outputs.flatten(2).transpose(1, 2).reshape(-1, outputs.shape[1]) if outputs.ndim == 4 else outputs).double()
+
+
+class Reconstruction:
+    """Per-step statistics of the dense consumers of ``model`` against the unpruned ``original``.
+
+    ``origins[name]`` lists, for each current output channel of layer ``name``, its index in
+    the unpruned model (torch-pruning keeps layer names, not channel indices).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        original: nn.Module,
+        origins: Mapping[str, list[int]],
+        images: torch.Tensor,
+        ridge: float = DEFAULT_RIDGE,
+    ) -> None:
+        self.ridge = ridge
+        batch_norm_after = following_batch_norms(model)
+        layers = {name: m for name, m in model.named_modules() if dense_consumer(m) and name in origins}
+        self.intercept = {
+            name: module.bias is not None or module in batch_norm_after for name, module in layers.items()
+        }
+        self.statistics: dict[str, _Statistics] = {}
+        # A bias-free conv's intercept lives in its BatchNorm's running mean: the unpruned model's
+        # mean minus the intercept (so earlier steps' intercepts are replaced, not added up).
+        self.original_means: dict[str, torch.Tensor] = {}
+        original_batch_norm_after = following_batch_norms(original)
+        for name, module in layers.items():
+            if module.bias is None and module in batch_norm_after:
+                running_mean = original_batch_norm_after[original.get_submodule(name)].running_mean
+                assert running_mean is not None
+                self.original_means[name] = running_mean[origins[name]].double().clone()
+        inputs: dict[str, torch.Tensor] = {}
+        targets: dict[str, torch.Tensor] = {}
+
+        def keep(store: dict[str, torch.Tensor], name: str, index: int) -> Callable[..., None]:
+            def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+                store[name] = args[0] if index == 0 else output
+
+            return hook
+
+        handles = [layers[name].register_forward_hook(keep(inputs, name, 0)) for name in layers]
+        handles += [original.get_submodule(name).register_forward_hook(keep(targets, name, 1)) for name in layers]
+        was_training = model.training, original.training
+        model.eval(), original.eval()
+        device = next(model.parameters()).device
+        try:
+            with torch.no_grad():
+                for batch in inference_batches(images, inference_batch(images), device):
+                    model(batch), original(batch)
+                    for name, module in layers.items():
+                        rows = _design(module, inputs[name], self.intercept[name])
+                        wanted = torch.as_tensor(origins[name], dtype=torch.long, device=device)
+                        self._add(name, rows, _outputs_as_rows(targets[name].index_select(1, wanted)))
+                    inputs.clear()
+                    targets.clear()
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training[0]), original.train(was_training[1])
+
+    def _add(self, name: str, rows: torch.Tensor, targets: torch.Tensor) -> None:
+        found = self.statistics.get(name)
+        if found is None:
+            found = self.statistics[name] = _Statistics(None, None, rows[:0], targets[:0], self.intercept[name])
+        if found.rows is not None and found.targets is not None:
+            found.rows, found.targets = torch.cat([found.rows, rows]), torch.cat([found.targets, targets])
+            if len(found.rows) > found.rows.shape[1]:  # more rows than columns: the Gram matrix is smaller
+                found.gram, found.cross = found.rows.T @ found.rows, found.rows.T @ found.targets
+                found.rows = found.targets = None
+        else:
+            assert found.gram is not None and found.cross is not None
+            found.gram += rows.T @ rows
+            found.cross += rows.T @ targets
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module, removed_inputs: Mapping[str, list[int]]) -> int:
+        """Refit every dense consumer that loses input channels on the ones it keeps; returns how many.
+
+        Only the kept columns and the intercept change; the removed columns are left for the
+        caller to delete (or mask)."""
+        batch_norm_after = following_batch_norms(model)
+        changed = 0
+        for name, removed in removed_inputs.items():
+            found = self.statistics.get(name)
+            if found is None or not removed:
+                continue
+            module = model.get_submodule(name)
+            assert isinstance(module, (nn.Conv2d, nn.Linear))
+            weight: torch.Tensor = module.weight
+            kernel = weight[0, 0].numel() if weight.ndim == 4 else 1
+            gone = set(removed)
+            kept_channels = [channel for channel in range(weight.shape[1]) if channel not in gone]
+            columns = [channel * kernel + offset for channel in kept_channels for offset in range(kernel)]
+            flat = weight.detach().reshape(weight.shape[0], -1).clone()
+            start = [flat[:, columns].T.double()]
+            batch_norm = batch_norm_after.get(module)
+            if found.intercept:
+                start.append(self._intercept(name, module, batch_norm)[None])
+                columns = [*columns, flat.shape[1]]
+            solution = self._solve(found, columns, torch.cat(start))
+            inputs = len(columns) - found.intercept
+            flat[:, columns[:inputs]] = solution[:inputs].T.to(flat)
+            weight.copy_(flat.view_as(weight))
+            if found.intercept:
+                if module.bias is not None:
+                    module.bias.copy_(solution[-1])
+                elif batch_norm is not None and batch_norm.running_mean is not None:
+                    # BN(y + b) with mean mu is BN(y) with mean mu - b.
+                    batch_norm.running_mean.copy_(self.original_means[name] - solution[-1])
+            changed += 1
+        return changed
+
+    def _intercept(self, name: str, module: nn.Conv2d | nn.Linear, batch_norm: nn.BatchNorm2d | None) -> torch.Tensor:
+        """The consumer's current intercept: its bias, or what its BatchNorm's mean has absorbed so far."""
+        if module.bias is not None:
+            return module.bias.detach().double()
+        assert batch_norm is not None and batch_norm.running_mean is not None
+        return self.original_means[name] - batch_norm.running_mean.double()
+
+    def _solve(self, found: _Statistics, columns: list[int], start: torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(columns, dtype=torch.long, device=start.device)
+        if found.gram is not None and found.cross is not None:
+            gram = found.gram.index_select(0, index).index_select(1, index)
+            strength = self.ridge * gram.diagonal().mean().clamp_min(1e-12)
+            system = gram + strength * torch.eye(len(columns), dtype=gram.dtype, device=gram.device)
+            return torch.linalg.solve(system, found.cross.index_select(0, index) + strength * start)
+        assert found.rows is not None and found.targets is not None
+        rows = found.rows.index_select(1, index)
+        strength = self.ridge * rows.pow(2).sum(0).mean().clamp_min(1e-12)
+        residual = found.targets - rows @ start
+        kernel = rows @ rows.T + strength * torch.eye(len(rows), dtype=rows.dtype, device=rows.device)
+        return start + rows.T @ torch.linalg.solve(kernel, residual)

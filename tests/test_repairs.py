@@ -1,0 +1,187 @@
+"""Repairs without training: exact where they must be, and a masked trial equals the physical removal."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import calibrate_batch_norms
+from torch import nn
+from torchvision import models
+
+from sddpx_tp.api import prune
+from sddpx_tp.config import PruneConfig
+from sddpx_tp.errors import SettingError
+from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.repairs import recalibrate_batch_norms, step_repair
+from sddpx_tp.surgery import Candidate, PrunableModel
+
+EXACT = 1e-10  # a ridge this small leaves an exactly representable target exact (to float rounding)
+
+
+def _remove_with_repair(model: nn.Module, images: torch.Tensor, root: str, channel: int, repairs: tuple) -> nn.Module:
+    """``model`` without ``channel`` of ``root``'s group, repaired towards the unpruned ``model``."""
+    prunable = PrunableModel(copy.deepcopy(model), images)
+    repair = step_repair(repairs, prunable.model, model, prunable.origins, images, ridge=EXACT)
+    group = prunable.groups()[root]
+    filters = sum(1 for item in group if isinstance(item.dep.target.module, nn.Conv2d)) or 1
+    prunable.remove([Candidate(0.0, root, (channel,), filters)], repair=repair)
+    return prunable.model
+
+
+def _combine(weight: torch.Tensor, bias: torch.Tensor | None, removed: int, constant: float = 0.0) -> None:
+    """Make output ``removed`` the combination 0.5 * out0 - 2 * out1 (+ constant) of two kept outputs."""
+    with torch.no_grad():
+        weight[removed] = 0.5 * weight[0] - 2.0 * weight[1]
+        if bias is not None:
+            bias[removed] = 0.5 * bias[0] - 2.0 * bias[1] + constant
+
+
+class _ConvPair(nn.Module):
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.producer = nn.Conv2d(3, 4, 3, padding=1)
+        self.consumer = nn.Conv2d(4, 5, kernel, padding=kernel // 2)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.consumer(self.producer(x))).flatten(1))
+
+
+class _LinearPair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.producer = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.producer(x)).flatten(1))
+
+
+class _Residual(nn.Module):
+    """A stream (stem and block outputs summed) read by the block and by the last conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = nn.Conv2d(4, 4, 3, padding=1)
+        self.last = nn.Conv2d(4, 6, 3, padding=1)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stream = self.stem(x)
+        stream = stream + self.block(stream)
+        return self.fc(self.pool(self.last(stream)).flatten(1))
+
+
+def _images(count: int = 16, size: int = 8) -> torch.Tensor:
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _gap(first: nn.Module, second: nn.Module, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((first(images) - second(images)).abs().max())
+
+
+@pytest.mark.parametrize(("kernel", "constant"), [(3, 0.0), (1, 0.7)], ids=["3x3 padded", "1x1 with a constant"])
+def test_a_conv_consumer_is_reconstructed_exactly(kernel: int, constant: float) -> None:
+    model = _ConvPair(kernel).eval()
+    # A constant offset meets zero padding at the border, so it is exact only for a 1x1 consumer.
+    _combine(model.producer.weight, model.producer.bias, removed=3, constant=constant)
+    images = _images()
+    repaired = _remove_with_repair(model, images, "producer", 3, ("lstsq",))
+    plain = _remove_with_repair(model, images, "producer", 3, ())
+    assert repaired.consumer.in_channels == 3
+    assert _gap(repaired, model, images) < 1e-5
+    assert _gap(plain, model, images) > 1e-2, "the removal must show without the repair: the test would prove nothing"
+
+
+def test_a_linear_consumer_is_reconstructed_exactly_with_its_bias() -> None:
+    model = _LinearPair().eval()
+    _combine(model.producer.weight, model.producer.bias, removed=3, constant=-1.3)
+    images = _images()
+    repaired = _remove_with_repair(model, images, "producer", 3, ("lstsq",))
+    assert repaired.fc.in_features == 3
+    assert _gap(repaired, model, images) < 1e-5
+    assert _gap(_remove_with_repair(model, images, "producer", 3, ()), model, images) > 1e-2
+
+
+def test_every_consumer_of_a_residual_stream_is_reconstructed_exactly() -> None:
+    model = _Residual().eval()
+    _combine(model.stem.weight, model.stem.bias, removed=3)
+    _combine(model.block.weight, model.block.bias, removed=3)  # the summed stream keeps the combination
+    images = _images()
+    prunable = PrunableModel(copy.deepcopy(model), images)
+    stem = prunable.model.stem
+    (root,) = [name for name, group in prunable.groups().items() if stem in {item.dep.target.module for item in group}]
+    repaired = _remove_with_repair(model, images, root, 3, ("lstsq",))
+    assert repaired.stem.out_channels == repaired.block.in_channels == repaired.last.in_channels == 3
+    assert _gap(repaired, model, images) < 1e-5
+    assert _gap(_remove_with_repair(model, images, root, 3, ()), model, images) > 1e-2
+
+
+def test_batch_norm_recalibration_reproduces_the_batch_statistics_of_the_references() -> None:
+    model = calibrate_batch_norms(restrict_to_classes(models.resnet18(num_classes=10), [1, 3])).eval()
+    images = _images(12, 32)
+    in_training_mode = copy.deepcopy(model).train()  # normalises every BatchNorm with this batch's statistics
+    inputs: list[torch.Tensor] = []
+    handle = model.bn1.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    recalibrate_batch_norms(model, images)
+    handle.remove()
+    with torch.no_grad():
+        expected = in_training_mode(images)
+        assert (model.eval()(images) - expected).abs().max() < 1e-4
+    first = inputs[0].transpose(0, 1).flatten(1)
+    assert torch.allclose(model.bn1.running_mean, first.mean(1), atol=1e-5)
+    assert torch.allclose(model.bn1.running_var, first.var(1, unbiased=False), rtol=1e-4)
+    assert not model.training and model.bn1.momentum == in_training_mode.bn1.momentum  # settings restored
+
+
+@pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
+def test_a_repaired_masked_trial_equals_the_repaired_removal_and_restores_the_model(architecture: str) -> None:
+    model = getattr(models, architecture)(num_classes=10)
+    model = restrict_to_classes(calibrate_batch_norms(model), [1, 3]).eval()
+    images = _images(12, 32)
+    original = copy.deepcopy(model)
+    prunable = PrunableModel(model, images, round_to=8)
+    scores = {root: group for root, group in list(prunable.scored_by(_Ordered()).items())}
+    chosen = prunable.select(prunable.candidates(scores), 400)
+    repair = step_repair(("lstsq", "bn", "bias"), model, original, prunable.origins, images)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    pruned = prunable.copy()
+    pruned.remove(chosen, repair=repair)
+    with torch.no_grad(), prunable.masked(chosen, repair=repair) as masked_model:
+        masked = masked_model(images)
+    with torch.no_grad():
+        assert (masked - pruned.model(images)).abs().max() < 1e-5
+        assert (masked - model(images)).abs().max() > 1e-3, "the removal must show: the test would prove nothing"
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    assert pruned.origins != prunable.origins, "the removal must be tracked in the channel origins"
+
+
+class _Ordered:
+    """Scores each channel by its index: deterministic candidates without any criterion under test."""
+
+    def __call__(self, group: object) -> torch.Tensor:
+        return torch.arange(len(group[0].idxs), dtype=torch.float32)  # type: ignore[index]
+
+
+def test_reconstruction_brings_a_pruned_model_closer_to_the_unpruned_one(fashion_task: tuple) -> None:
+    model, references, evaluation = fashion_task
+    config = PruneConfig.paper(method="dpx", max_rate=0.5, step=0.25)
+    results = {
+        repairs: prune(model, references, [0, 6], config.replace(repair=repairs), progress=False)
+        for repairs in [(), ("lstsq",)]
+    }
+    unpruned = restrict_to_classes(model, [0, 6]).eval()
+    with torch.no_grad():
+        target = unpruned(evaluation[0])
+        errors = {key: float((result.model(evaluation[0]) - target).pow(2).mean()) for key, result in results.items()}
+    assert errors[("lstsq",)] < 0.5 * errors[()], errors
+
+
+@pytest.mark.parametrize("repair", [("stretch",), ("bn", "bn")])
+def test_unknown_or_repeated_repairs_are_refused(repair: tuple) -> None:
+    with pytest.raises(SettingError, match="repair"):
+        PruneConfig(repair=repair)
