@@ -142,6 +142,31 @@ def run_task(model: torch.nn.Module, source: Source, seed: int, config: PruneCon
     }
 
 
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    """Per source and variant: means over tasks, the spread of kept-to, and the time split without the held-out."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run.get("source", "efficientnet-lite0"), run["label"]), []).append(run)
+    lines = [
+        "| source | variant | tasks | AUC | AUC lowest class | kept to (per task) | s without held-out (median) "
+        "| relevance | references | rest |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (source, label), group in groups.items():
+        split = {
+            key: statistics.median(run["time_split"][key] for run in group)
+            for key in ("relevance", "references", "rest")
+        }
+        method_seconds = statistics.median(run["seconds"] - run["time_split"]["held_out"] for run in group)
+        kept = ", ".join(f"{run['highest_rate_kept']:.2f}" for run in sorted(group, key=lambda run: run["seed"]))
+        lines.append(
+            f"| {source} | {label} | {len(group)} | {statistics.fmean(run['auc'] for run in group):.3f} "
+            f"| {statistics.fmean(run['auc_lowest_class'] for run in group):.3f} | {kept} | {method_seconds:.0f} "
+            f"| {split['relevance']:.0f} | {split['references']:.0f} | {split['rest']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 VARIANTS = {
     "dpx": {"method": "dpx"},
     "dpx, head kept": {"method": "dpx", "refit_head": False},
@@ -161,7 +186,11 @@ def main() -> None:
     parser.add_argument("--max-rate", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/transfer.json"))
+    parser.add_argument("--table", action="store_true", help="only print --out's runs as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(read_results(args.out)["runs"]))
+        return
     torch.set_num_threads(args.threads)
     source = SOURCES[args.source]
     model = source.load()

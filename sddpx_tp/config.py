@@ -111,7 +111,8 @@ class PruneConfig:
             (self.criterion in CRITERIA, f"{{criterion}} must be one of {CRITERIA}, not {literal(self.criterion)!r}"),
             (set(self.repair) <= set(REPAIRS), f"{{repair}} takes {', '.join(REPAIRS)}, not {literal(repairs)}"),
             (len(set(self.repair)) == len(self.repair), f"{{repair}} names a repair twice: {literal(repairs)}"),
-            (0 <= self.ridge < float("inf"), f"{{ridge}} must be >= 0, not {self.ridge}"),
+            # > 0: a channel dead on the references would make the system singular.
+            (0 < self.ridge < float("inf"), f"{{ridge}} must be > 0 and finite, not {self.ridge}"),
             (2 <= self.head_folds <= 100, f"{{head_folds}} must be in [2, 100], not {self.head_folds}"),
         ]
         for passed, message in checks:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from sddpx_tp.errors import SettingError
 from sddpx_tp.metrics import inference_batch, inference_batches
 from sddpx_tp.surgery import GroupScores, PrunableModel
 
@@ -55,11 +56,27 @@ def channel_scores(
     pass_index: int,
 ) -> dict[str, GroupScores]:
     """Each group's per-channel scores under ``criterion``; ``relevance`` runs an LRP pass (``lrp`` only)."""
+    scores = _scores(criterion, model, references, relevance, seed, pass_index)
+    if not scores and model.can_prune():
+        raise SettingError(
+            f"{{criterion}} {criterion} scores no prunable layer of this model (bn-scale needs BatchNorms)"
+        )
+    return scores
+
+
+def _scores(
+    criterion: Criterion,
+    model: PrunableModel,
+    references: LabelledImages,
+    relevance: Callable[[], Mapping[str, torch.Tensor]],
+    seed: int,
+    pass_index: int,
+) -> dict[str, GroupScores]:
     if criterion == "lrp":
         return model.group_scores(relevance())
     if criterion == "random":
         # A fresh stream per pass: a different draw at every step, the same draw on a rerun.
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + pass_index)
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + pass_index) % 2**63)
         return model.scored_by(SeededRandomImportance(generator))
     if criterion == "magnitude":
         return model.scored_by(tp.importance.GroupMagnitudeImportance(p=2))

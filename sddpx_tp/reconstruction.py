@@ -14,10 +14,12 @@ with ``A_K`` the kept input columns plus a column of ones (the intercept: the co
 bias, or for a bias-free conv followed by a BatchNorm, that BatchNorm's running mean).
 
 The statistics are gathered once per step, on the model before the step, and serve every
-trial of that step: per consumer either the Gram matrix ``A^T A`` with ``A^T Y`` (when rows
-outnumber columns) or ``A`` and ``Y`` themselves (then the fit is solved in its dual form,
-``w = w_0 + A^T (A A^T + lambda I)^-1 (y - A w_0)``). A trial restricts them to its kept
-columns, so a masked trial and the physical removal get the same weights.
+trial of that step (so a consumer is fitted on its inputs before the step: where a layer
+upstream of it is refit or loses channels in the same step, the fit matches the unpruned
+outputs on those earlier inputs, not on the new ones): per consumer either the Gram matrix
+``A^T A`` with ``A^T Y`` (when rows outnumber columns) or ``A`` and ``Y`` themselves (then
+the fit is solved in its dual form, ``w = w_0 + A^T (A A^T + lambda I)^-1 (y - A w_0)``).
+A trial restricts them to its kept columns, so a masked trial and the physical removal get the same weights.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class _Statistics:
 
 def dense_consumer(module: nn.Module) -> bool:
     """A layer whose every output reads every input channel (grouped convs lose their outputs with their inputs)."""
-    if isinstance(module, nn.Conv2d):
-        return module.groups == 1 and not isinstance(module.padding, str)
+    if isinstance(module, nn.Conv2d):  # unfold pads with zeros, as a "zeros" conv does
+        return module.groups == 1 and not isinstance(module.padding, str) and module.padding_mode == "zeros"
     return isinstance(module, nn.Linear)
 
 
@@ -99,7 +101,8 @@ class Reconstruction:
         batch_norm_after = following_batch_norms(model)
         layers = {name: m for name, m in model.named_modules() if dense_consumer(m) and name in origins}
         self.intercept = {
-            name: module.bias is not None or module in batch_norm_after for name, module in layers.items()
+            name: module.bias is not None or getattr(batch_norm_after.get(module), "running_mean", None) is not None
+            for name, module in layers.items()
         }
         self.statistics: dict[str, _Statistics] = {}
         # A bias-free conv's intercept lives in its BatchNorm's running mean: the unpruned model's
@@ -107,7 +110,7 @@ class Reconstruction:
         self.original_means: dict[str, torch.Tensor] = {}
         original_batch_norm_after = following_batch_norms(original)
         for name, module in layers.items():
-            if module.bias is None and module in batch_norm_after:
+            if module.bias is None and self.intercept[name]:
                 running_mean = original_batch_norm_after[original.get_submodule(name)].running_mean
                 assert running_mean is not None
                 self.original_means[name] = running_mean[origins[name]].double().clone()

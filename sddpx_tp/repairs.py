@@ -8,8 +8,11 @@ place) and to the accepted removal, so a trial shows what the repaired model wil
 * ``bn``: BatchNorm recalibration (EagleEye's adaptive BN): every BatchNorm's running
   statistics become the batch statistics of the references on the pruned model.
 * ``bias``: the classifier's per-class bias is shifted so that the mean logit of each class
-  on the references is the unpruned model's again (with a fitted head, whose trials are
-  judged by cross-fitted heads and which is refit after each step, it changes nothing).
+  on the references is the unpruned model's again (with a fitted head that is refit after
+  each step, and whose trials are judged by cross-fitted heads, it changes nothing).
+
+With ``lstsq`` and ``bn`` together, recalibration re-estimates the BatchNorms after the
+refit convs, replacing the intercept the reconstruction folded into their running means.
 
 They apply in that order: reconstruction before the channels go (it reads the kept
 columns), recalibration and the bias after (they need the pruned model's forward).

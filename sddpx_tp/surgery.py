@@ -120,6 +120,9 @@ class PrunableModel:
             scores = importance(group)
             if scores is None:
                 continue
+            # A group whose raw scores are all zero (dead for taylor or bn-scale) is 0/0 after
+            # torch-pruning's mean normalisation: nothing in it matters, so it ranks lowest.
+            scores = torch.nan_to_num(scores, nan=0.0)
             filters = sum(
                 1
                 for item in group

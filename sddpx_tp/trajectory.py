@@ -138,6 +138,9 @@ class PruningSession:
             origins = self.schedule_state.get("channel_origins")
             if origins is not None:
                 self.current.origins = {name: list(kept) for name, kept in origins.items()}
+            elif "lstsq" in repair and len(self.trajectory) > 1:
+                raise ValueError("this run cannot resume with repair lstsq: its checkpoint does not say which "
+                                 "unpruned channel each kept channel is")  # fmt: skip
             first, last = self.trajectory[0], self.trajectory[-1]
             self.original = ModelSize(filters=first.filters, params=first.params, macs=first.macs)
             self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations

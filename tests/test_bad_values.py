@@ -44,7 +44,7 @@ _BAD_NUMBERS: dict[str, list[str]] = {
     "--batch-size": ["0", "-8"],
     "--chunk-size": ["0", "-1"],
     "--threads": ["0", "-2", "100000"],
-    "--ridge": ["-1", "-1e-3", "nan", "inf", "-inf"],
+    "--ridge": ["0", "-1", "-1e-3", "nan", "inf", "-inf"],
 }
 
 

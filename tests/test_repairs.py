@@ -121,6 +121,45 @@ def test_every_consumer_of_a_residual_stream_is_reconstructed_exactly() -> None:
     assert _gap(_remove_with_repair(model, images, root, 3, ()), model, images) > 1e-2
 
 
+class _ConvBatchNorm(nn.Module):
+    """A bias-free 1x1 consumer followed by a BatchNorm (torchvision's layout): the intercept lives in BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.producer = nn.Conv2d(3, 4, 3, padding=1)
+        self.consumer = nn.Conv2d(4, 5, 1, bias=False)
+        self.bn = nn.BatchNorm2d(5)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.bn(self.consumer(self.producer(x)))).flatten(1))
+
+
+def _batch_norm_output(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    outputs: list[torch.Tensor] = []
+    handle = model.bn.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    return outputs[0]
+
+
+def test_two_steps_keep_a_batch_norm_intercept_and_the_channel_origins_exact() -> None:
+    model = calibrate_batch_norms(_ConvBatchNorm()).eval()
+    _combine(model.producer.weight, model.producer.bias, removed=3, constant=0.7)
+    _combine(model.producer.weight, model.producer.bias, removed=2, constant=-0.4)
+    images = _images()
+    prunable = PrunableModel(copy.deepcopy(model), images)
+    for chosen in ([Candidate(0.0, "producer", (3,), 1), Candidate(0.0, "consumer", (1,), 1)],
+                   [Candidate(0.0, "producer", (2,), 1)]):  # fmt: skip
+        repair = step_repair(("lstsq",), prunable.model, model, prunable.origins, images, ridge=EXACT)
+        prunable.remove(chosen, repair=repair)
+    assert prunable.origins["consumer"] == [0, 2, 3, 4] and prunable.origins["producer"] == [0, 1]
+    # The kept outputs are the unpruned ones: the second step's intercept replaced the first's.
+    expected = _batch_norm_output(model, images)[:, [0, 2, 3, 4]]
+    assert (_batch_norm_output(prunable.model, images) - expected).abs().max() < 1e-4
+
+
 def test_batch_norm_recalibration_reproduces_the_batch_statistics_of_the_references() -> None:
     model = calibrate_batch_norms(restrict_to_classes(models.resnet18(num_classes=10), [1, 3])).eval()
     images = _images(12, 32)
@@ -149,15 +188,21 @@ def test_a_repaired_masked_trial_equals_the_repaired_removal_and_restores_the_mo
     chosen = prunable.select(prunable.candidates(scores), 400)
     repair = step_repair(("lstsq", "bn", "bias"), model, original, prunable.origins, images)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    pruned = prunable.copy()
+    pruned, unrepaired = prunable.copy(), prunable.copy()
     pruned.remove(chosen, repair=repair)
+    unrepaired.remove(chosen)
     with torch.no_grad(), prunable.masked(chosen, repair=repair) as masked_model:
         masked = masked_model(images)
     with torch.no_grad():
         assert (masked - pruned.model(images)).abs().max() < 1e-5
         assert (masked - model(images)).abs().max() > 1e-3, "the removal must show: the test would prove nothing"
+        assert (masked - unrepaired.model(images)).abs().max() > 1e-3, "the repair must show, or it proves nothing"
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
-    assert pruned.origins != prunable.origins, "the removal must be tracked in the channel origins"
+    gone: dict[str, set[int]] = {}
+    for candidate in chosen:
+        gone.setdefault(candidate.root, set()).update(candidate.channels)
+    for root, channels in gone.items():  # the unpruned model's indices: the removed ones are missing, in order
+        assert pruned.origins[root] == [index for index in range(len(prunable.origins[root])) if index not in channels]
 
 
 class _Ordered:
