@@ -3,6 +3,10 @@
 Candidates are timed *interleaved* — one run of each in turn, the order alternating
 every round — so drift on a shared machine (another job, thermal limits) hits all
 of them alike; the figures to quote are the medians and the ratios between them.
+A percentile is reported only when enough runs back it (p90 from 10 runs, p99 from
+100; otherwise null), with the mean, standard deviation and fastest run. Any execution
+provider onnxruntime knows can be asked for (``cpu``, ``cuda``, ``CUDAExecutionProvider``,
+...); one this installation lacks is skipped and listed as skipped.
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ import torch
 from torch import nn
 
 from sddpx_tp.errors import SettingError, UserError
+from sddpx_tp.export.memory import session_peak_bytes
 from sddpx_tp.export.onnx import read_metadata
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# Every provider onnxruntime knows, by its short name ("cuda") and its own ("CUDAExecutionProvider").
+PROVIDERS = {name.removesuffix("ExecutionProvider").lower(): name for name in ort.get_all_providers()}
+# The fewest timed runs that back each percentile; with fewer it is reported as null.
+PERCENTILE_RUNS = {"p50_ms": 1, "p90_ms": 10, "p99_ms": 100}
+SESSION_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_ALL", "inter_op_num_threads": 1,
+                   "intra_op_num_threads": "the row's threads", "execution_mode": "ORT_SEQUENTIAL"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class BenchSettings:
     warmup: int = 3
     runs: int = 20
     providers: Sequence[str] = ("cpu",)
+    memory: bool = True  # also measure each session's peak memory (a fresh process per model)
 
     def __post_init__(self) -> None:
         limits = {"batch_sizes": (self.batch_sizes, 1, 4096), "threads": (self.threads, 1, 1024),
@@ -41,14 +52,18 @@ class BenchSettings:
                     raise SettingError(f"{{{name}}} must be in [{low}, {high}], not {value}")
 
 
-def _percentiles(seconds: list[float], batch: int) -> dict[str, float]:
+def _percentiles(seconds: list[float], batch: int) -> dict[str, float | int | None]:
     values = np.asarray(seconds) * 1000
+    found: dict[str, float | int | None] = {
+        name: float(np.percentile(values, int(name[1:3]))) if len(values) >= runs else None
+        for name, runs in PERCENTILE_RUNS.items()
+    }
     p50 = float(np.percentile(values, 50))
     return {
-        "p50_ms": p50,
-        "p90_ms": float(np.percentile(values, 90)),
-        "p99_ms": float(np.percentile(values, 99)),
+        **found,
         "mean_ms": float(values.mean()),
+        "std_ms": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "min_ms": float(values.min()),
         "throughput_per_s": batch / (p50 / 1000),
         "runs": len(seconds),
     }
@@ -79,20 +94,33 @@ def onnx_input_shape(path: Path) -> tuple[int, int, int]:
 def _session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options.inter_op_num_threads = 1  # as SESSION_OPTIONS records
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])
 
 
+def provider_key(name: str) -> str:
+    """``cuda``, ``CUDA`` or ``CUDAExecutionProvider`` -> ``cuda``; an error if onnxruntime knows no such provider."""
+    by_full_name = {full.lower(): short for short, full in PROVIDERS.items()}
+    key = name.lower()
+    if key in PROVIDERS:
+        return key
+    if key in by_full_name:
+        return by_full_name[key]
+    raise UserError(f"unknown provider {name!r}; choose from {', '.join(sorted(PROVIDERS))}")
+
+
 def check_providers(providers: Sequence[str]) -> list[str]:
-    """The requested providers that exist here; unknown names are errors, missing CUDA is skipped."""
-    usable = []
-    for provider in providers:
-        if provider not in PROVIDERS:
-            raise UserError(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
-        if PROVIDERS[provider] in ort.get_available_providers():
-            usable.append(provider)
-    return usable
+    """The requested providers that this installation has (short names); unknown names are errors,
+    known ones it lacks (CUDA without onnxruntime-gpu) are left out (see :func:`skipped_providers`)."""
+    available = set(ort.get_available_providers())
+    return [key for key in map(provider_key, providers) if PROVIDERS[key] in available]
+
+
+def skipped_providers(providers: Sequence[str]) -> list[str]:
+    usable = set(check_providers(providers))
+    return [key for key in map(provider_key, providers) if key not in usable]
 
 
 def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict[str, Any]]:
@@ -115,6 +143,20 @@ def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict
                     rows.append({"engine": "onnxruntime", "provider": provider, "threads": threads, "batch": batch,
                                  "model": label, **_percentiles(seconds, batch)})  # fmt: skip
     return rows
+
+
+def session_memory(models: Mapping[str, Path], settings: BenchSettings) -> list[dict[str, Any]]:
+    """Each model's session peak memory per provider, at the largest batch and the fewest threads."""
+    if not settings.memory:
+        return []
+    shape = onnx_input_shape(next(iter(models.values())))
+    batch, threads = max(settings.batch_sizes), min(settings.threads)
+    return [
+        {"provider": provider, "model": label, "batch": batch, "threads": threads,
+         "session_peak_bytes": session_peak_bytes(path, PROVIDERS[provider], batch, shape, threads)}
+        for provider in check_providers(settings.providers)
+        for label, path in models.items()
+    ]  # fmt: skip
 
 
 def _torch_runner(model: nn.Module, data: torch.Tensor) -> Callable[[], object]:
@@ -201,7 +243,11 @@ def markdown_table(rows: list[dict[str, Any]], gains: list[dict[str, Any]]) -> s
         ratio = f"{g['speedup_over_macs_reduction']:.2f}" if g and g["speedup_over_macs_reduction"] else ""
         lines.append(
             f"| {row['engine']} | {row['provider']} | {row['threads']} | {row['batch']} | {row['model']} "
-            f"| {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | {row['throughput_per_s']:.1f} "
+            f"| {_ms(row['p50_ms'])} | {_ms(row['p90_ms'])} | {_ms(row['p99_ms'])} | {row['throughput_per_s']:.1f} "
             f"| {speed} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"  # a percentile too few runs would back

@@ -24,7 +24,17 @@ from torch import nn
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.environment import environment
 from sddpx_tp.errors import RunFolderError, SettingError, UserError, literal
-from sddpx_tp.export.bench import BenchSettings, bench_onnx, bench_torch, model_facts, onnx_input_shape, speedups
+from sddpx_tp.export.bench import (
+    SESSION_OPTIONS,
+    BenchSettings,
+    bench_onnx,
+    bench_torch,
+    model_facts,
+    onnx_input_shape,
+    session_memory,
+    skipped_providers,
+    speedups,
+)
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models import check_finite
@@ -163,8 +173,9 @@ def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: 
     if torch_models:
         rows += bench_torch(torch_models, onnx_input_shape(models["pruned"]), settings)
     gains = speedups(rows, facts, "baseline") if "baseline" in models else []
-    return {"environment": environment(), "settings": settings.__dict__, "models": facts, "latency": rows,
-            "speedups": gains}  # fmt: skip
+    return {"environment": environment(), "settings": settings.__dict__, "session_options": SESSION_OPTIONS,
+            "skipped_providers": skipped_providers(settings.providers), "models": facts, "latency": rows,
+            "memory": session_memory(models, settings), "speedups": gains}  # fmt: skip
 
 
 def bench_run(

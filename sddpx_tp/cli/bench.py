@@ -18,7 +18,14 @@ from sddpx_tp.run_export import bench_files, bench_run
 @click.option("--baseline", type=click.Path(path_type=Path), help="ONNX file to compare against")
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 32), help="repeatable")
 @click.option("--threads", type=click.IntRange(min=1), multiple=True, default=(1, 2), help="repeatable")
-@click.option("--provider", "providers", multiple=True, default=("cpu", "cuda"), help="cpu, cuda (skipped if absent)")
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    default=("cpu", "cuda"),
+    help="any onnxruntime execution provider: cpu, cuda, tensorrt, openvino, ... (repeatable; skipped if absent here)",
+)
+@click.option("--memory/--no-memory", default=True, help="measure each session's peak memory (a process per model)")
 @click.option("--runs", type=click.IntRange(min=3), default=20, help="timed runs per model and setting")
 @click.option("--warmup", type=click.IntRange(min=0), default=3)
 @click.option("--torch/--no-torch", "with_torch", default=True, help="with a RUN: also time eager torch")
@@ -33,7 +40,12 @@ def bench_command(target: Path, **options: Any) -> None:
     """Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."""
     check_providers(options["providers"])  # unknown names fail here, before any work
     settings = BenchSettings(
-        options["batches"], options["threads"], options["warmup"], options["runs"], options["providers"]
+        options["batches"],
+        options["threads"],
+        options["warmup"],
+        options["runs"],
+        options["providers"],
+        options["memory"],
     )
     if target.is_dir():
         result = bench_run(RunDirectory(target), settings, options["with_torch"], options["model_file"])
