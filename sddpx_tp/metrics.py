@@ -93,17 +93,25 @@ def highest_rate_kept(
 ) -> float:
     """The highest filter rate up to which the trajectory keeps ``mean_kept`` of the first point's mean
     accuracy and every class keeps ``class_kept`` of its own (issue 8's goal); points are taken in rate order."""
+    return rates[last_point_kept(rates, per_class, mean_kept, class_kept)]
+
+
+def last_point_kept(
+    rates: Sequence[float], per_class: Sequence[Sequence[float]], mean_kept: float = 0.95, class_kept: float = 0.9
+) -> int:
+    """The index of the point at :func:`highest_rate_kept`: the last one, in rate order, before the first
+    that misses either share (the first point always counts)."""
     order = sorted(range(len(rates)), key=lambda index: rates[index])
     start = per_class[order[0]]
     start_mean = sum(start) / len(start)
-    kept = rates[order[0]]
+    kept = order[0]
     for index in order:
         accuracy = per_class[index]
         if sum(accuracy) / len(accuracy) < mean_kept * start_mean:
             break
         if any(value < class_kept * first for value, first in zip(accuracy, start, strict=True)):
             break
-        kept = rates[index]
+        kept = index
     return kept
 
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.environment import environment
-from sddpx_tp.metrics import auc_lowest_class, normalized_auc
+from sddpx_tp.metrics import auc_lowest_class, last_point_kept, normalized_auc
 from sddpx_tp.run_directory import RunDirectory, write_json, write_text
 from sddpx_tp.trajectory import StepRecord
 
@@ -25,6 +25,24 @@ def _aucs(trajectory: list[StepRecord], source: str) -> dict[str, float] | None:
         return None
     mean_accuracy = [sum(values) / len(values) for values in per_class]
     return {"auc": normalized_auc(rates, mean_accuracy), "auc_lowest_class": auc_lowest_class(rates, per_class)}
+
+
+# The model a run recommends: the highest filter rate that keeps these shares of the unpruned accuracy.
+RECOMMENDED_MEAN_KEPT, RECOMMENDED_CLASS_KEPT = 0.95, 0.9
+
+
+def recommended_step(trajectory: list[StepRecord]) -> dict[str, Any]:
+    """The last accepted step before the first that loses 5 % of the mean accuracy or 10 % of a class's,
+    judged on the held-out images when there are any, else on the references (optimistic)."""
+    source = "eval" if trajectory[0].eval_accuracy is not None else "reference"
+    per_class = [getattr(record, f"{source}_accuracy") for record in trajectory]
+    rates = [record.filter_rate for record in trajectory]
+    step = last_point_kept(rates, per_class, RECOMMENDED_MEAN_KEPT, RECOMMENDED_CLASS_KEPT)
+    record = trajectory[step]
+    return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": per_class[step],
+            "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
+            "judged_on": "held-out images" if source == "eval" else "reference images",
+            "mean_kept": RECOMMENDED_MEAN_KEPT, "class_kept": RECOMMENDED_CLASS_KEPT}  # fmt: skip
 
 
 def build_report(
@@ -40,6 +58,7 @@ def build_report(
         "notes": notes,
         "auc_reference": _aucs(trajectory, "reference"),
         "auc_eval": _aucs(trajectory, "eval"),
+        "recommended": recommended_step(trajectory),
         "trajectory": [record.to_dict() for record in trajectory],
     }
 
@@ -127,6 +146,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
             "",
             f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
         ]
+    lines += _recommended_section(report.get("recommended"), trajectory[-1]["step"])
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
     lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
@@ -142,6 +162,25 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _recommended_section(recommended: dict[str, Any] | None, last_step: int) -> list[str]:
+    if not recommended:
+        return []  # a report from before recommendations
+    optimistic = " (no held-out images: optimistic)" if recommended["judged_on"] == "reference images" else ""
+    exported = (
+        "the last step, the one `export` writes"
+        if recommended["step"] == last_step
+        else f"not the last step (`export` writes step {last_step}; with `--keep-models` this one is in steps/)"
+    )
+    return [
+        "",
+        f"Recommended: step {recommended['step']}, filter rate {recommended['filter_rate']:.3f} "
+        f"(params x{recommended['params_ratio']:.3f}, MACs x{recommended['macs_ratio']:.3f}), per-class accuracy "
+        f"{', '.join(_percent(value) for value in recommended['accuracy'])}: the highest rate keeping "
+        f"{recommended['mean_kept']:.0%} of the unpruned mean accuracy and {recommended['class_kept']:.0%} of each "
+        f"class's, judged on {recommended['judged_on']}{optimistic}. It is {exported}.",
+    ]
 
 
 def _export_section(export: dict[str, Any] | None) -> list[str]:
