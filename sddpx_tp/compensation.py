@@ -55,7 +55,7 @@ def input_channel_means(model: nn.Module, images: torch.Tensor, batch_size: int 
     return {name: (sums[name] / counts[name]).float() for name in sums}
 
 
-def _following_batch_norm(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
+def following_batch_norms(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
     """Each conv directly followed by a BatchNorm in module order (torchvision's conv-bn pairs)."""
     leaves = [m for m in model.modules() if next(m.children(), None) is None or isinstance(m, nn.Conv2d)]
     return {
@@ -83,7 +83,7 @@ def compensate(model: nn.Module, removed_inputs: Mapping[str, list[int]], means:
     ``removed_inputs`` maps a consumer layer's name to the indices of its input
     channels about to be removed (indices before removal).
     """
-    batch_norm_after = _following_batch_norm(model)
+    batch_norm_after = following_batch_norms(model)
     changed = 0
     for name, channels in removed_inputs.items():
         if name not in means or not channels:

@@ -56,7 +56,13 @@ def channel_scores(
     pass_index: int,
 ) -> dict[str, GroupScores]:
     """Each group's per-channel scores under ``criterion``; ``relevance`` runs an LRP pass (``lrp`` only)."""
-    scores = _scores(criterion, model, references, relevance, seed, pass_index)
+    if criterion == "lrp":
+        scores = model.group_scores(relevance())
+    elif criterion == "taylor":
+        with _loss_gradients(model.model, references):
+            scores = model.scored_by(tp.importance.GroupTaylorImportance())
+    else:
+        scores = model.scored_by(_importance_without_data(criterion, seed, pass_index))
     if not scores and model.can_prune():
         raise SettingError(
             f"{{criterion}} {criterion} scores no prunable layer of this model (bn-scale needs BatchNorms)"
@@ -64,27 +70,14 @@ def channel_scores(
     return scores
 
 
-def _scores(
-    criterion: Criterion,
-    model: PrunableModel,
-    references: LabelledImages,
-    relevance: Callable[[], Mapping[str, torch.Tensor]],
-    seed: int,
-    pass_index: int,
-) -> dict[str, GroupScores]:
-    if criterion == "lrp":
-        return model.group_scores(relevance())
+def _importance_without_data(criterion: Criterion, seed: int, pass_index: int) -> tp.importance.Importance:
     if criterion == "random":
         # A fresh stream per pass: a different draw at every step, the same draw on a rerun.
-        generator = torch.Generator().manual_seed((seed * 1_000_003 + pass_index) % 2**63)
-        return model.scored_by(SeededRandomImportance(generator))
+        return SeededRandomImportance(torch.Generator().manual_seed((seed * 1_000_003 + pass_index) % 2**63))
     if criterion == "magnitude":
-        return model.scored_by(tp.importance.GroupMagnitudeImportance(p=2))
+        return tp.importance.GroupMagnitudeImportance(p=2)
     if criterion == "bn-scale":
-        return model.scored_by(tp.importance.BNScaleImportance())
-    if criterion == "taylor":
-        with _loss_gradients(model.model, references):
-            return model.scored_by(tp.importance.GroupTaylorImportance())
+        return tp.importance.BNScaleImportance()
     raise ValueError(f"unknown criterion {criterion!r}; choose one of {CRITERIA}")
 
 

@@ -24,7 +24,6 @@ A trial restricts them to its kept columns, so a masked trial and the physical r
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sddpx_tp.compensation import following_batch_norms
 from sddpx_tp.metrics import inference_batch, inference_batches
 
 DEFAULT_RIDGE = 1e-3
@@ -53,16 +53,6 @@ def dense_consumer(module: nn.Module) -> bool:
     if isinstance(module, nn.Conv2d):  # unfold pads with zeros, as a "zeros" conv does
         return module.groups == 1 and not isinstance(module.padding, str) and module.padding_mode == "zeros"
     return isinstance(module, nn.Linear)
-
-
-def following_batch_norms(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
-    """Each conv directly followed by a BatchNorm in module order (torchvision's conv-bn pairs)."""
-    leaves = [m for m in model.modules() if next(m.children(), None) is None or isinstance(m, nn.Conv2d)]
-    return {
-        first: second
-        for first, second in itertools.pairwise(leaves)
-        if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d)
-    }
 
 
 def _design(module: nn.Module, inputs: torch.Tensor, intercept: bool) -> torch.Tensor:
