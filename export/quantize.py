@@ -1,0 +1,168 @@
+"""Post-training INT8 quantization of an exported ONNX model (ONNX Runtime static quantization).
+
+The fp32 file from :func:`sddpx_tp.export.onnx.export_onnx` goes through ONNX Runtime's
+pre-processing (shape inference, BatchNorm folding) and then ``quantize_static`` in the
+QDQ format, calibrated with MinMax on real images. The result is written to a temporary
+name in the target's folder and moved into place only when quantization finished, so a
+failure never leaves a half-written or stale-looking model behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from sddpx_tp.checkpoint import publish
+
+CALIBRATION_BATCH = 32
+EVALUATION_BATCH = 32
+
+
+class _ImageReader(CalibrationDataReader):
+    """Feeds the calibration images in batches; the exported model's batch dimension is dynamic."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
+        self._input_name = input_name
+        self._batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+        self._position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._position >= len(self._batches):
+            return None
+        batch = self._batches[self._position]
+        self._position += 1
+        return {self._input_name: batch}
+
+    def rewind(self) -> None:
+        self._position = 0
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _input_name(path: Path) -> str:
+    # Initializers may be listed as graph inputs in older IR versions; the real input is the one that is not.
+    document = onnx.load(str(path), load_external_data=False)
+    initializers = {initializer.name for initializer in document.graph.initializer}
+    names = [value.name for value in document.graph.input if value.name not in initializers]
+    if len(names) != 1:
+        raise ValueError(f"expected a model with one input, {path} has {len(names)}")
+    return names[0]
+
+
+def _as_images(images: torch.Tensor, what: str) -> np.ndarray:
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"{what} must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+    return np.ascontiguousarray(images.detach().float().cpu().numpy())
+
+
+def quantize_int8(
+    source: Path,
+    target: Path,
+    calibration: torch.Tensor,
+    per_channel: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Quantize ``source`` to INT8 (QDQ) at ``target``, calibrated on ``calibration`` (N, C, H, W).
+
+    Raises :class:`FileExistsError` when ``target`` exists and ``force`` is false, before any
+    work is done. On any failure nothing is written at ``target`` and no temporary file stays.
+    """
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists")
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist")
+    images = _as_images(calibration, "calibration images")
+    input_name = _input_name(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".onnx")
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sddpx-quantize-") as scratch:
+            # Pre-processing folds BatchNorm into Conv and infers every shape, so the quantizer sees one
+            # Conv per layer (one set of scales) rather than Conv + BatchNorm with an fp32 tensor between.
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(source), str(prepared))
+            quantize_static(
+                str(prepared),
+                str(temporary),
+                _ImageReader(input_name, images),
+                # QDQ is what ORT's CPU kernels are optimised for since 1.11: it fuses
+                # DequantizeLinear -> Conv -> QuantizeLinear into a QLinearConv at session time.
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                # U8 activations x S8 weights is the combination ORT's x86 integer GEMM (MLAS) has fast
+                # kernels for, with and without VNNI; S8 activations is the ARM/GPU choice.
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                # MinMax: no histogram to size, deterministic, and good enough for post-ReLU CNN activations.
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        _copy_metadata(source, temporary)
+        publish(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+        Path(str(temporary) + ".data").unlink(missing_ok=True)
+    file_bytes, source_bytes = target.stat().st_size, source.stat().st_size
+    return {
+        "path": str(target),
+        "file_bytes": file_bytes,
+        "source_bytes": source_bytes,
+        "size_ratio": source_bytes / file_bytes,
+        "calibration_images": len(images),
+    }
+
+
+def _copy_metadata(source: Path, quantized: Path) -> None:
+    """Keep the exporter's metadata (opset, params, MACs): the benchmark reads them from either file."""
+    original = onnx.load(str(source), load_external_data=False)
+    document = onnx.load(str(quantized))
+    present = {entry.key for entry in document.metadata_props}
+    missing = [entry for entry in original.metadata_props if entry.key not in present]
+    if missing:
+        document.metadata_props.extend(missing)
+        onnx.save(document, str(quantized))
+
+
+def _predictions(path: Path, images: np.ndarray) -> np.ndarray:
+    session = _session(path)
+    input_name = session.get_inputs()[0].name
+    chunks = [
+        session.run(None, {input_name: images[start : start + EVALUATION_BATCH]})[0].argmax(axis=1)
+        for start in range(0, len(images), EVALUATION_BATCH)
+    ]
+    return np.concatenate(chunks)
+
+
+def top1_agreement(a: Path, b: Path, images: torch.Tensor) -> float:
+    """Fraction of ``images`` on which the two models' top-1 classes agree (ONNX Runtime, CPU).
+
+    Agreement with the fp32 model measures what quantization changed without needing labels.
+    """
+    batch = _as_images(images, "images")
+    return float(np.mean(_predictions(a, batch) == _predictions(b, batch)))
+
+
+def onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of the ONNX model at ``path`` on ``images`` with integer ``labels``."""
+    batch = _as_images(images, "images")
+    if labels.shape != (len(batch),):
+        raise ValueError(f"labels must have shape ({len(batch)},), got {tuple(labels.shape)}")
+    return float(np.mean(_predictions(path, batch) == labels.cpu().numpy()))
