@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,17 +64,27 @@ def _export_to(model: nn.Module, example: torch.Tensor, path: Path, opset: int) 
         )
 
 
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU provider: what parity, quantization and accuracy checks run on."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def batched_outputs(session: ort.InferenceSession, images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """The session's first output for ``images`` (N, C, H, W), ``batch_size`` images at a time, in order."""
+    input_name = session.get_inputs()[0].name
+    for start in range(0, len(images), batch_size):
+        yield session.run(None, {input_name: images[start : start + batch_size]})[0]
+
+
 def check_parity(path: Path, model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> Parity:
     """Run ``images`` through ONNX Runtime (CPU) and torch; compare logits and top-1."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
     max_abs, scale, agree = 0.0, 0.0, 0
     model = model.eval()
+    inputs = np.ascontiguousarray(images.float().cpu().numpy())
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].float().cpu()
-            expected = model(batch).numpy()
-            actual = session.run(None, {input_name: batch.numpy()})[0]
+        for start, actual in zip(range(0, len(images), batch_size),
+                                 batched_outputs(cpu_session(path), inputs, batch_size), strict=True):  # fmt: skip
+            expected = model(torch.from_numpy(inputs[start : start + batch_size])).numpy()
             difference = np.abs(actual - expected)
             # NaN never compares larger, so max() would hide it: a non-finite output is an infinite difference.
             max_abs = max(max_abs, float(difference.max()) if np.isfinite(difference).all() else math.inf)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -28,6 +27,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from sddpx_tp.checkpoint import publish
+from sddpx_tp.export.onnx import batched_outputs, cpu_session
 
 CALIBRATION_BATCH = 32
 EVALUATION_BATCH = 32
@@ -50,20 +50,6 @@ class _ImageReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._position = 0
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _input_name(path: Path) -> str:
-    # Initializers may be listed as graph inputs in older IR versions; the real input is the one that is not.
-    document = onnx.load(str(path), load_external_data=False)
-    initializers = {initializer.name for initializer in document.graph.initializer}
-    names = [value.name for value in document.graph.input if value.name not in initializers]
-    if len(names) != 1:
-        raise ValueError(f"expected a model with one input, {path} has {len(names)}")
-    return names[0]
 
 
 def _as_images(images: torch.Tensor, what: str) -> np.ndarray:
@@ -89,7 +75,7 @@ def quantize_int8(
     if not source.is_file():
         raise FileNotFoundError(f"{source} does not exist")
     images = _as_images(calibration, "calibration images")
-    input_name = _input_name(source)
+    input_name = cpu_session(source).get_inputs()[0].name
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".onnx")
     os.close(handle)
@@ -142,13 +128,8 @@ def _copy_metadata(source: Path, quantized: Path) -> None:
 
 
 def _predictions(path: Path, images: np.ndarray) -> np.ndarray:
-    session = _session(path)
-    input_name = session.get_inputs()[0].name
-    chunks = [
-        session.run(None, {input_name: images[start : start + EVALUATION_BATCH]})[0].argmax(axis=1)
-        for start in range(0, len(images), EVALUATION_BATCH)
-    ]
-    return np.concatenate(chunks)
+    return np.concatenate([logits.argmax(axis=1) for logits in batched_outputs(cpu_session(path), images,
+                                                                                 EVALUATION_BATCH)])  # fmt: skip
 
 
 def top1_agreement(a: Path, b: Path, images: torch.Tensor) -> float:
@@ -166,3 +147,18 @@ def onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> flo
     if labels.shape != (len(batch),):
         raise ValueError(f"labels must have shape ({len(batch)},), got {tuple(labels.shape)}")
     return float(np.mean(_predictions(path, batch) == labels.cpu().numpy()))
+
+
+def onnx_class_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, classes: int) -> list[float]:
+    """Top-1 accuracy of the ONNX model at ``path`` per class index ``0..classes-1`` (``labels`` are indices)."""
+    batch = _as_images(images, "images")
+    if labels.shape != (len(batch),):
+        raise ValueError(f"labels must have shape ({len(batch)},), got {tuple(labels.shape)}")
+    predictions, truth = _predictions(path, batch), labels.cpu().numpy()
+    accuracies = []
+    for index in range(classes):
+        mask = truth == index
+        if not mask.any():
+            raise ValueError(f"no images of class index {index} to measure its accuracy")
+        accuracies.append(float(np.mean(predictions[mask] == index)))
+    return accuracies

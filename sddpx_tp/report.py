@@ -190,12 +190,32 @@ def _export_section(export: dict[str, Any] | None) -> list[str]:
              "|---|---|---|---|---|---|"]  # fmt: skip
     for facts in export.values():
         macs = f"{facts['macs']:,}" if facts.get("macs") else "n/a"
-        parity = facts["parity"]
+        parity = facts.get("parity")  # int8 has none: its agreement is with the fp32 model, below
         lines.append(
             f"| {Path(facts['path']).name} | {facts['file_bytes'] / 1e6:.2f} MB | {facts['params']:,} | {macs} "
-            f"| {parity['max_abs_diff']:.2g} | {parity['top1_agreement']:.3f} |"
+            + (f"| {parity['max_abs_diff']:.2g} | {parity['top1_agreement']:.3f} |" if parity else "| n/a | n/a |")
         )
-    return [*lines, ""]
+    return [*lines, "", *_int8_lines(export.get("int8"))]
+
+
+def _int8_lines(int8: dict[str, Any] | None) -> list[str]:
+    if not int8:
+        return []
+    names = {"evaluation": "held-out images", "reference": "reference images (the calibration set: optimistic)"}
+    lines = [
+        f"INT8 ({int8['quantization']}, calibrated on {int8['calibration_images']} reference images): "
+        f"{int8['size_ratio']:.1f}x smaller than the pruned fp32 file, top-1 agreement with it "
+        f"{int8['top1_agreement_with_fp32']:.3f}. Per-class accuracy, fp32 -> int8:",
+        "",
+    ]
+    for role, accuracy in int8["accuracy"].items():
+        pairs = zip(accuracy["fp32"], accuracy["int8"], strict=True)
+        shown = ", ".join(f"{_percent(fp32)} -> {_percent(int8_value)}" for fp32, int8_value in pairs)
+        lines.append(f"- {names[role]}: {shown}")
+    limit = int8["max_accuracy_drop"]
+    lines += ["", f"Mean drop {int8['accuracy_drop']:+.3f} on {names[int8['judged_on']]}"
+              + ("." if limit is None else f" (allowed: {limit:g})."), ""]  # fmt: skip
+    return lines
 
 
 def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:

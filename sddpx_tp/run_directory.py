@@ -9,6 +9,7 @@ Layout of ``RUN/``::
     model_full.pt           the same as one pickled file (convenience; loading it runs code)
     report.json report.md accuracy.png prune.log
     model.onnx baseline.onnx export.json     after export
+    model.int8.onnx                           after export, quantized to int8
     bench.json                                after bench
     latency_curve.json accuracy_latency.png   after the latency curve
 
@@ -80,6 +81,7 @@ class RunDirectory:
     accuracy_plot = _entry("accuracy.png")
     log = _entry("prune.log")
     onnx = _entry("model.onnx")
+    int8_onnx = _entry("model.int8.onnx")
     baseline_onnx = _entry("baseline.onnx")
     export_json = _entry("export.json")
     bench_json = _entry("bench.json")

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ from sddpx_tp.run_models import (
     reference_images,
     source_model,
 )
+from sddpx_tp.run_quantize import (
+    DEFAULT_MAX_ACCURACY_DROP,
+    check_quantize_options,
+    int8_target,
+    quantize_run_model,
+)
 from sddpx_tp.run_settings import ModelSource
 
 
@@ -75,12 +81,15 @@ def export_models(
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
+    derive: Callable[[dict[Path, Path], Path], dict[Path, Path]] | None = None,
 ) -> list[dict[str, Any]]:
     """Export each model to its path, checked against torch on ``images``: all of them or none.
 
     Every file is exported into a staging folder and moved into place only when all
     passed the checker and the parity check; otherwise nothing is written and the error
     (:class:`~sddpx_tp.export.onnx.ParityError` past ``tolerance``) propagates.
+    ``derive(staged, staging)`` may add files made from the staged ones (by final path, written
+    inside ``staging``): they are published with the others, and its error also leaves nothing.
     """
     check_export_options(opset, tolerance)
     for path, model in models.items():
@@ -90,14 +99,14 @@ def export_models(
     staging_parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=staging_parent, prefix=".sddpx-export-"))
     try:
-        parities = {}
-        for index, (path, model) in enumerate(models.items()):
-            staged = staging / f"{index}.onnx"
+        parities, staged = {}, {path: staging / f"{index}.onnx" for index, path in enumerate(models)}
+        for path, model in models.items():
             macs = count_macs(model, images[:1])
-            parities[path] = export_onnx(model, images, staged, images, opset=opset, tolerance=tolerance,
+            parities[path] = export_onnx(model, images, staged[path], images, opset=opset, tolerance=tolerance,
                                          metadata={"macs": str(macs)})  # fmt: skip
-        for index, path in enumerate(models):
-            os.replace(staging / f"{index}.onnx", path)
+        derived = derive(dict(staged), staging) if derive else {}
+        for path, file in {**staged, **derived}.items():
+            os.replace(file, path)
         return [{**model_facts(path), "parity": parities[path].to_dict()} for path in models]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -111,12 +120,18 @@ def export_run(
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
     model_file: Path | None = None,
+    quantize: str | None = None,
+    max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP,
 ) -> dict[str, Any]:
     """The run's pruned model (and its unpruned baseline, same classes) as ONNX, next to each other.
 
     ``model_file``: for a run pruned from a model file, that file, named again by the
-    caller (it is unpickled; the run folder alone never makes sddpx-tp load it)."""
+    caller (it is unpickled; the run folder alone never makes sddpx-tp load it).
+    ``quantize="int8"`` also writes the pruned model quantized (``model.int8.onnx`` next to it),
+    calibrated on the references; past ``max_accuracy_drop`` it raises
+    :class:`~sddpx_tp.run_quantize.AccuracyDropError` and writes nothing at all."""
     check_export_options(opset, tolerance)
+    check_quantize_options(quantize, max_accuracy_drop)
     settings = run.finished_settings()
     confirm_model_file(settings, model_file, run.path)
     target = onnx_path or run.onnx
@@ -126,15 +141,26 @@ def export_run(
             "to it; choose another name, or leave out the unpruned model with {baseline}"
         )
     targets = [target, target.with_name(run.baseline_onnx.name)] if baseline else [target]
-    for path in targets:
+    quantized = int8_target(target) if quantize else None
+    for path in targets + ([quantized] if quantized else []):
         _check_target(path, force)
     with run.folder.lock():
         images = reference_images(settings)
         models = {target: pruned_model(settings, run.model)}
         if baseline:
             models[targets[1]] = baseline_model(settings, run.head)
-        facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance)
+        int8: dict[str, Any] = {}
+
+        def with_int8(staged: dict[Path, Path], staging: Path) -> dict[Path, Path]:
+            assert quantized is not None
+            int8.update(quantize_run_model(settings, staged[target], staging / "int8.onnx", max_accuracy_drop))
+            return {quantized: staging / "int8.onnx"}
+
+        facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance,
+                              derive=with_int8 if quantized else None)  # fmt: skip
         results = dict(zip(["model", "baseline"], facts, strict=False))
+        if quantized:
+            results["int8"] = {**model_facts(quantized), **int8, "path": str(quantized)}
         write_json(run.export_json, results)
         refresh_run_report(run)
     return results
@@ -192,6 +218,8 @@ def bench_run(
     models = {"pruned": run.onnx}
     if run.baseline_onnx.is_file():
         models["baseline"] = run.baseline_onnx
+    if run.int8_onnx.is_file():  # unpruned fp32, pruned fp32 and pruned int8 in one interleaved run
+        models["int8"] = run.int8_onnx
     with run.folder.lock():
         torch_models = None
         if with_torch:

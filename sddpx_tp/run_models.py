@@ -139,24 +139,41 @@ def baseline_model(settings: RunSettings, head: Path | None = None) -> nn.Module
     return restrict_to_classes(model, _classes(settings))
 
 
+def _read_folder(settings: RunSettings, folder: Path, per_class: int | None) -> ImageSet:
+    assert settings.resolved is not None
+    return load_image_folder(
+        folder,
+        run_spec(settings),
+        settings.model.num_classes or 1000,
+        chosen=list(settings.resolved.class_folders),
+        per_class=per_class,
+        seed=settings.config.seed,
+        strict=settings.images.strict,
+        max_pixels=settings.images.max_pixels,
+        folder_labels=settings.config.head == "fit",
+    )
+
+
 def reference_images(settings: RunSettings) -> torch.Tensor:
     """The run's reference images, preprocessed as during pruning (random ones if the folder is gone)."""
-    spec = run_spec(settings)
     folder = Path(settings.images.references)
-    assert settings.resolved is not None
     if folder.is_dir():
-        outputs = settings.model.num_classes or 1000
-        return load_image_folder(
-            folder,
-            spec,
-            outputs,
-            chosen=list(settings.resolved.class_folders),
-            per_class=settings.images.per_class,
-            seed=settings.config.seed,
-            strict=settings.images.strict,
-            max_pixels=settings.images.max_pixels,
-            folder_labels=settings.config.head == "fit",
-        ).images
+        return _read_folder(settings, folder, settings.images.per_class).images
     # A library warning; the CLI prints warnings as one "sddpx-tp: warning: ..." line.
     warnings.warn(f"reference folder {folder} is gone; using random inputs", stacklevel=2)
-    return torch.randn(16, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
+    size = run_spec(settings).input_size
+    return torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def labelled_images(settings: RunSettings, role: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The run's ``"reference"`` or ``"evaluation"`` images with labels as positions among the run's
+    classes (what the pruned model's outputs index); None when the run had no such folder or it is gone."""
+    if role not in ("reference", "evaluation"):
+        raise ValueError(f"role must be 'reference' or 'evaluation', not {role!r}")
+    name = settings.images.references if role == "reference" else settings.images.evaluation
+    if name is None or not Path(name).is_dir():
+        return None
+    image_set = _read_folder(settings, Path(name), settings.images.per_class if role == "reference" else None)
+    # The pruned model's outputs follow the run's resolved class order, whatever order the folder lists.
+    position = {output: index for index, output in enumerate(_classes(settings))}
+    return image_set.images, torch.tensor([position[int(label)] for label in image_set.labels.tolist()])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import fmean as mean
 from typing import Any
 
 import click
@@ -12,13 +13,16 @@ from sddpx_tp.errors import UserError
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, ParityError
 from sddpx_tp.run_directory import RunDirectory
 from sddpx_tp.run_export import export_run, export_source
+from sddpx_tp.run_quantize import DEFAULT_MAX_ACCURACY_DROP, QUANTIZATIONS, AccuracyDropError
 from sddpx_tp.run_settings import ModelSource
 
-EXIT_PARITY = 3  # documented in the README: the export ran, but ONNX Runtime disagrees with torch
+# Documented in the README: the export ran, but ONNX Runtime disagrees with torch, or int8 costs
+# more accuracy than --max-accuracy-drop allows. Nothing is written in either case.
+EXIT_CHECK_FAILED = 3
 
 
-class ParityFailed(click.ClickException):
-    exit_code = EXIT_PARITY
+class ExportCheckFailed(click.ClickException):
+    exit_code = EXIT_CHECK_FAILED
 
 
 @click.command("export")
@@ -39,22 +43,38 @@ class ParityFailed(click.ClickException):
 @click.option("--baseline/--no-baseline", default=True, help="with RUN: also export the unpruned model (same classes)")
 @click.option("--opset", type=int, default=DEFAULT_OPSET)
 @click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs logit difference")
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZATIONS),
+    help="with RUN: also write the pruned model quantized (RUN/model.int8.onnx), calibrated on the references",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=DEFAULT_MAX_ACCURACY_DROP,
+    help="with --quantize: the most mean per-class accuracy int8 may lose against fp32 (held-out images if the "
+    "run has them, else the references); past it exit 3, nothing written",
+)
 @click.option("--force", is_flag=True, help="replace existing ONNX files")
 @click.option("--json", "as_json", is_flag=True)
 def export_command(run: Path | None, **options: Any) -> None:
     """Export a pruned run (or a registry model) to ONNX, checked against torch.
 
     Exit code 3: the export ran but ONNX Runtime's outputs differ from torch's by
-    more than --tolerance; nothing is written then.
+    more than --tolerance, or the int8 model loses more than --max-accuracy-drop;
+    nothing is written then.
     """
     if run is None and options["model_name"] is None:
         raise UserError("give a RUN folder, or --model NAME to export an unpruned model")
+    if run is None and options["quantize"]:
+        raise UserError("--quantize needs a RUN folder: it calibrates on the run's reference images")
     checks = {"force": options["force"], "opset": options["opset"], "tolerance": options["tolerance"]}
     try:
         if run is not None:
             target = Path(options["onnx_path"]) if options["onnx_path"] else None
             model_file = None if options["model_name"] is None else Path(options["model_name"])
             results = export_run(RunDirectory(run), target, baseline=options["baseline"], model_file=model_file,
+                                 quantize=options["quantize"], max_accuracy_drop=options["max_accuracy_drop"],
                                  **checks)  # fmt: skip
         else:
             if not options["onnx_path"]:
@@ -62,12 +82,21 @@ def export_command(run: Path | None, **options: Any) -> None:
             weights = None if options["weights"] is None else str(options["weights"])
             source = ModelSource(options["model_name"], weights, options["num_classes"], options["random_init"])
             results = export_source(source, Path(options["onnx_path"]), options["input_size"], **checks)
-    except ParityError as error:
-        raise ParityFailed(str(error)) from None
+    except (ParityError, AccuracyDropError) as error:
+        raise ExportCheckFailed(str(error)) from None
     if options["as_json"]:
         click.echo(json.dumps(results))
         return
     for label, facts in results.items():
+        if label == "int8":
+            judged = "held-out" if facts["judged_on"] == "evaluation" else "reference"
+            accuracy = facts["accuracy"][facts["judged_on"]]
+            click.echo(
+                f"int8: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['size_ratio']:.1f}x smaller than "
+                f"fp32), mean per-class accuracy on {judged} images {mean(accuracy['fp32']):.3f} (fp32) -> "
+                f"{mean(accuracy['int8']):.3f}, top-1 agreement with fp32 {facts['top1_agreement_with_fp32']:.3f}"
+            )
+            continue
         click.echo(
             f"{label}: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['params']:,} params), parity max "
             f"abs {facts['parity']['max_abs_diff']:.2g}, top-1 agreement {facts['parity']['top1_agreement']:.3f}"
