@@ -76,24 +76,35 @@ DPX16 = {"round_to": 16}
 REPAIRS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpx": ("dpx", {}),
     "dpx r16": ("dpx", DPX16),
-    **{f"dpx r16 + {name}": ("dpx", {**DPX16, "repair": [name]}) for name in ("lstsq", "bn", "bias")},
-    "dpx r16 + lstsq + bn": ("dpx", {**DPX16, "repair": ["lstsq", "bn"]}),
+    # Labels without a ridge ran with the first ridge, 1e-3; seeds 0-4 then chose 0.1 (the "ridge" configs).
+    "dpx r16 + lstsq": ("dpx", {**DPX16, "repair": ["lstsq"], "ridge": 1e-3}),
+    **{f"dpx r16 + {name}": ("dpx", {**DPX16, "repair": [name]}) for name in ("bn", "bias")},
+    "dpx r16 + lstsq + bn": ("dpx", {**DPX16, "repair": ["lstsq", "bn"], "ridge": 1e-3}),
+    "dpx r16 + lstsq, ridge 0.1": ("dpx", {**DPX16, "repair": ["lstsq"], "ridge": 0.1}),
     **{
         f"dpx r16, criterion {name}": ("dpx", {**DPX16, "criterion": name})
         for name in ("random", "magnitude", "bn-scale", "taylor")
     },
     "sd-dpx default": ("sd-dpx", CLI_DEFAULT),
     # With lstsq, adaptive compensation has nothing left to add (the intercept is fitted).
-    "sd-dpx default + lstsq": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq"]}),
+    "sd-dpx default + lstsq": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq"], "ridge": 1e-3}),
+    # The CLI default since issue 15 (ridge chosen on seeds 0-4); "sd-dpx default" is the one before it.
+    "sd-dpx, new default (lstsq, ridge 0.1)": (
+        "sd-dpx",
+        {"round_to": 16, "patience": 2, "repair": ["lstsq"], "ridge": 0.1},
+    ),
     "sd-dpx default + bn": ("sd-dpx", {**CLI_DEFAULT, "repair": ["bn"]}),
-    "sd-dpx default + lstsq + bn": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq", "bn"]}),
+    "sd-dpx default + lstsq + bn": (
+        "sd-dpx",
+        {"round_to": 16, "patience": 2, "repair": ["lstsq", "bn"], "ridge": 1e-3},
+    ),
     "sd-dpx default, criterion random": ("sd-dpx", {**CLI_DEFAULT, "criterion": "random"}),
     "sd-dpx default, criterion magnitude": ("sd-dpx", {**CLI_DEFAULT, "criterion": "magnitude"}),
 }
 CONFIGS["repairs"] = REPAIRS
 CONFIGS["ridge"] = {  # seeds 0-4 only: the ridge of the reconstruction
     f"dpx r16 + lstsq, ridge {ridge:g}": ("dpx", {**DPX16, "repair": ["lstsq"], "ridge": ridge})
-    for ridge in (1e-4, 1e-3, 1e-2, 1e-1)
+    for ridge in (1e-4, 1e-3, 1e-2, 1e-1, 0.3, 1.0)
 }
 REPORTED = ("auc", "auc_lowest_class", "highest_rate_kept", "method_seconds", "relevance_passes", "evaluations")
 

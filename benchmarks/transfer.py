@@ -167,12 +167,17 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-VARIANTS = {
-    "dpx": {"method": "dpx"},
-    "dpx, head kept": {"method": "dpx", "refit_head": False},
-    "sd-dpx": {"method": "sd-dpx"},
-    "sd-dpx, head kept": {"method": "sd-dpx", "refit_head": False},
-    "px": {"method": "px"},
+# Labels as recorded in results/transfer.json: those without "lstsq" ran before the default repair
+# was lstsq, so they name fixed weights explicitly.
+FIXED: dict[str, Any] = {"repair": ()}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dpx": {"method": "dpx", **FIXED},
+    "dpx, head kept": {"method": "dpx", "refit_head": False, **FIXED},
+    "sd-dpx": {"method": "sd-dpx", **FIXED},
+    "sd-dpx, head kept": {"method": "sd-dpx", "refit_head": False, **FIXED},
+    "px": {"method": "px", **FIXED},
+    "dpx + lstsq": {"method": "dpx", "repair": ("lstsq",)},
+    "sd-dpx + lstsq (the default)": {"method": "sd-dpx", "repair": ("lstsq",)},
 }
 
 

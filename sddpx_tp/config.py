@@ -66,8 +66,10 @@ class PruneConfig:
     head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
     refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step
     # Repairs without training (sddpx_tp.repairs), applied to every trial and removal: () is the
-    # papers' fixed weights; any of "lstsq", "bn", "bias", in that order.
-    repair: tuple[RepairName, ...] = ()
+    # papers' fixed weights; any of "lstsq", "bn", "bias", in that order. Default "lstsq": on the
+    # ResNet-18 Fashion-MNIST tasks it lifted the lowest-class AUC from 0.86-0.99 to 0.97-1.00 on the
+    # tuning seeds 0-4 and ended the accuracy cascade (README, "Repairs without training").
+    repair: tuple[RepairName, ...] = ("lstsq",)
     ridge: float = DEFAULT_RIDGE  # with repair "lstsq": ridge strength, relative to the mean Gram diagonal
     criterion: Criterion = "lrp"  # what ranks the channels: LRP relevance, or a baseline (sddpx_tp.criteria)
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
@@ -80,8 +82,8 @@ class PruneConfig:
 
     @classmethod
     def paper(cls, **changes: Any) -> PruneConfig:
-        """The papers' semantics: single filters, no compensation, no patience."""
-        return cls(**{"round_to": 1, "compensation": "never", "patience": 0, **changes})
+        """The papers' semantics: single filters, fixed weights (no compensation, no repair), no patience."""
+        return cls(**{"round_to": 1, "compensation": "never", "patience": 0, "repair": (), **changes})
 
     def replace(self, **changes: Any) -> PruneConfig:
         return dataclasses.replace(self, **changes)
@@ -130,6 +132,6 @@ class PruneConfig:
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         values = dict(data)
         values["relevance"] = RelevanceConfig(**values["relevance"])
-        values["repair"] = tuple(values.get("repair", ()))  # JSON gives a list
+        values["repair"] = tuple(values.get("repair", ()))  # JSON gives a list; runs from before repairs had none
         values["retraining"] = TrainingConfig(**values["retraining"])
         return cls(**values)

@@ -97,6 +97,32 @@ def test_a_conv_consumer_is_reconstructed_exactly(kernel: int, constant: float) 
     assert _gap(plain, model, images) > 1e-2, "the removal must show without the repair: the test would prove nothing"
 
 
+class _SamePaddingPair(nn.Module):
+    """EfficientNet-Lite's own TF-style conv as the consumer: it pads asymmetrically in its forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+        self.producer = nn.Conv2d(3, 4, 1)
+        self.consumer = Conv2dStaticSamePadding(4, 5, 3, stride=2, image_size=8)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.consumer(self.producer(x))).flatten(1))
+
+
+def test_a_same_padding_conv_consumer_is_reconstructed_exactly() -> None:
+    model = _SamePaddingPair().eval()
+    assert model.consumer.static_padding.padding != (1, 1, 1, 1)  # asymmetric: unfold's own padding would be wrong
+    _combine(model.producer.weight, model.producer.bias, removed=3)
+    images = _images()
+    repaired = _remove_with_repair(model, images, "producer", 3, ("lstsq",))
+    assert repaired.consumer.in_channels == 3
+    assert _gap(repaired, model, images) < 1e-5
+    assert _gap(_remove_with_repair(model, images, "producer", 3, ()), model, images) > 1e-2
+
+
 def test_a_linear_consumer_is_reconstructed_exactly_with_its_bias() -> None:
     model = _LinearPair().eval()
     _combine(model.producer.weight, model.producer.bias, removed=3, constant=-1.3)
