@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sddpx_tp.accuracy_target import hold_back
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
 from sddpx_tp.head import CrossFittedScores, HeadFit, fit_head, pooled_features, refit_head, with_head
@@ -127,6 +128,9 @@ def prune(
     semantics. ``evaluation`` is measured at every accepted step and never guides the
     method. ``training`` is for the methods that retrain: ``method="progressive"``,
     or ``config.retraining.finetune_epochs`` > 0 after the others.
+    With ``config.stop_at_target`` the run ends at the first accepted step that misses
+    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.holdout`` of each
+    class's references, held back from everything else (recorded as ``holdout_accuracy``).
 
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run.
@@ -140,6 +144,12 @@ def prune(
         evaluation = _on_device(_to_class_positions(evaluation, classes, "evaluation"), device)
     if training is not None:
         training = _on_device(_to_class_positions(training, classes, "training"), device)
+    holdout = None
+    if config.stop_at_target and evaluation is None:  # judge the target on references the run never uses
+        try:
+            references, holdout = hold_back(references, config.holdout, config.seed)
+        except ValueError as error:
+            raise SettingError(f"{{stop_at_target}} without evaluation images: {error}") from None
     head, scores = None, None
     if config.head == "fit":  # a new head for the reference classes, judged by cross-fitting
         head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
@@ -173,6 +183,8 @@ def prune(
         # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
         original_model=copy.deepcopy(unpruned) if config.repair else None,
         ridge=config.ridge,
+        holdout=holdout,
+        stop_at=config.accuracy_target if config.stop_at_target else None,
     )
     try:
         method.run(session, config)

@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sddpx_tp.accuracy_target import AccuracyTarget
 from sddpx_tp.criteria import CRITERIA, Criterion
 from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.reconstruction import DEFAULT_RIDGE
@@ -72,6 +73,14 @@ class PruneConfig:
     repair: tuple[RepairName, ...] = ("lstsq",)
     ridge: float = DEFAULT_RIDGE  # with repair "lstsq": ridge strength, relative to the mean Gram diagonal
     criterion: Criterion = "lrp"  # what ranks the channels: LRP relevance, or a baseline (sddpx_tp.criteria)
+    # The step a run recommends (and ``export`` writes by default) keeps these shares of the unpruned
+    # accuracy: of the mean, and of each class's own (sddpx_tp.accuracy_target).
+    target_accuracy: float = 0.95
+    min_class_accuracy: float = 0.9
+    stop_at_target: bool = False  # end the run at the first accepted step that misses the target
+    # With stop_at_target and no evaluation images: the share of each class's references held back
+    # from relevance, trials, repairs and the head's fit, to judge the target on images the run never used.
+    holdout: float = 1 / 3
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
     retraining: TrainingConfig = field(default_factory=TrainingConfig)  # with training images only
 
@@ -84,6 +93,10 @@ class PruneConfig:
     def paper(cls, **changes: Any) -> PruneConfig:
         """The papers' semantics: single filters, fixed weights (no compensation, no repair), no patience."""
         return cls(**{"round_to": 1, "compensation": "never", "patience": 0, "repair": (), **changes})
+
+    @property
+    def accuracy_target(self) -> AccuracyTarget:
+        return AccuracyTarget(self.target_accuracy, self.min_class_accuracy)
 
     def replace(self, **changes: Any) -> PruneConfig:
         return dataclasses.replace(self, **changes)
@@ -116,6 +129,12 @@ class PruneConfig:
             # > 0: a channel dead on the references would make the system singular.
             (0 < self.ridge < float("inf"), f"{{ridge}} must be > 0 and finite, not {self.ridge}"),
             (2 <= self.head_folds <= 100, f"{{head_folds}} must be in [2, 100], not {self.head_folds}"),
+            (0 < self.target_accuracy <= 1, f"{{target_accuracy}} must be in (0, 1], not {self.target_accuracy}"),
+            (
+                0 <= self.min_class_accuracy <= 1,
+                f"{{min_class_accuracy}} must be in [0, 1], not {self.min_class_accuracy}",
+            ),
+            (0 < self.holdout < 1, f"{{holdout}} must be in (0, 1), not {self.holdout}"),
         ]
         for passed, message in checks:
             if not passed:

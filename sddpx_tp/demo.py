@@ -166,13 +166,14 @@ def _check_demo_images(folder: Path) -> None:
 
 def _summary(run: RunDirectory) -> dict[str, Any]:
     report = run.report()
-    first, last = report["trajectory"][0], report["trajectory"][-1]
+    export = report["export"]
+    # "after" is the exported model: the step the run recommends, not necessarily its last.
+    first, last = report["trajectory"][0], report["trajectory"][export["model"]["step"]]
     latency = {
         (row["engine"], row["batch"], row["model"]): row["p50_ms"]
         for row in report["benchmark"]["latency"]
         if row["provider"] == "cpu"
     }
-    export = report["export"]
     return {
         "run": str(run.path),
         "classes": [entry["label"] for entry in report["classes"]],
@@ -183,6 +184,6 @@ def _summary(run: RunDirectory) -> dict[str, Any]:
         "onnx_latency_ms_batch1": [latency[("onnxruntime", 1, "baseline")], latency[("onnxruntime", 1, "pruned")]],
         "onnx_latency_ms_batch32": [latency[("onnxruntime", 32, "baseline")], latency[("onnxruntime", 32, "pruned")]],
         "held_out_accuracy": [first["eval_accuracy"], last["eval_accuracy"]],
-        "seconds": last["seconds"],
+        "seconds": report["trajectory"][-1]["seconds"],
         "report": str(run.report_md),
     }

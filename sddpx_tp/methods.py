@@ -108,6 +108,11 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
             "{training} images are used by methods that retrain or by {finetune_epochs}; "
             "add one of them or leave the training images out"
         )
+    if config.stop_at_target and method.retrains:
+        raise SettingError(
+            f"{{stop_at_target}} is for methods that do not retrain (px, dpx, sd-dpx): {method.name} loses accuracy "
+            "when it prunes a layer and regains it when it retrains, so a step that misses the target is no end"
+        )
     if config.compensation == "adaptive" and not method.evaluates_trials:
         raise SettingError(
             f"{{compensation}} adaptive needs a method that evaluates its trials (sd-dpx); {method.name} evaluates "

@@ -11,9 +11,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
+from sddpx_tp.accuracy_target import JUDGES, AccuracyTarget, judge_of
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.environment import environment
-from sddpx_tp.metrics import auc_lowest_class, last_point_kept, normalized_auc
+from sddpx_tp.metrics import auc_lowest_class, normalized_auc
 from sddpx_tp.run_directory import RunDirectory, write_json, write_text
 from sddpx_tp.trajectory import StepRecord
 
@@ -27,22 +28,26 @@ def _aucs(trajectory: list[StepRecord], source: str) -> dict[str, float] | None:
     return {"auc": normalized_auc(rates, mean_accuracy), "auc_lowest_class": auc_lowest_class(rates, per_class)}
 
 
-# The model a run recommends: the highest filter rate that keeps these shares of the unpruned accuracy.
-RECOMMENDED_MEAN_KEPT, RECOMMENDED_CLASS_KEPT = 0.95, 0.9
+def recommended_step(trajectory: list[StepRecord], target: AccuracyTarget | None = None) -> dict[str, Any]:
+    """The step the run recommends under ``target`` (default: the config's defaults), judged on the held-out
+    images, else on held-back references, else on the references (optimistic): see sddpx_tp.accuracy_target."""
+    target = target or AccuracyTarget()
+    judge = judge_of(trajectory[0])
+    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
+    index = target.recommended_index([record.filter_rate for record in trajectory], per_class)
+    record = trajectory[index]
+    return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": per_class[index],
+            "params": record.params, "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
+            "judged_on": JUDGES[judge], "mean_kept": target.mean_kept, "class_kept": target.class_kept,
+            "stopped_early": index < len(trajectory) - 1}  # fmt: skip
 
 
-def recommended_step(trajectory: list[StepRecord]) -> dict[str, Any]:
-    """The last accepted step before the first that loses 5 % of the mean accuracy or 10 % of a class's,
-    judged on the held-out images when there are any, else on the references (optimistic)."""
-    source = "eval" if trajectory[0].eval_accuracy is not None else "reference"
-    per_class = [getattr(record, f"{source}_accuracy") for record in trajectory]
-    rates = [record.filter_rate for record in trajectory]
-    step = last_point_kept(rates, per_class, RECOMMENDED_MEAN_KEPT, RECOMMENDED_CLASS_KEPT)
-    record = trajectory[step]
-    return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": per_class[step],
-            "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
-            "judged_on": "held-out images" if source == "eval" else "reference images",
-            "mean_kept": RECOMMENDED_MEAN_KEPT, "class_kept": RECOMMENDED_CLASS_KEPT}  # fmt: skip
+def target_of(settings: dict[str, Any]) -> AccuracyTarget:
+    """The accuracy target stored in a run's settings (the defaults for runs from before targets)."""
+    config = settings.get("config", {})
+    default = AccuracyTarget()
+    return AccuracyTarget(config.get("target_accuracy", default.mean_kept),
+                          config.get("min_class_accuracy", default.class_kept))  # fmt: skip
 
 
 def build_report(
@@ -58,7 +63,7 @@ def build_report(
         "notes": notes,
         "auc_reference": _aucs(trajectory, "reference"),
         "auc_eval": _aucs(trajectory, "eval"),
-        "recommended": recommended_step(trajectory),
+        "recommended": recommended_step(trajectory, target_of(settings)),
         "trajectory": [record.to_dict() for record in trajectory],
     }
 
@@ -146,7 +151,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
             "",
             f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
         ]
-    lines += _recommended_section(report.get("recommended"), trajectory[-1]["step"])
+    lines += _recommended_section(report.get("recommended"), report.get("export"))
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
     lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
@@ -164,14 +169,16 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     return "\n".join(lines)
 
 
-def _recommended_section(recommended: dict[str, Any] | None, last_step: int) -> list[str]:
+def _recommended_section(recommended: dict[str, Any] | None, export: dict[str, Any] | None) -> list[str]:
     if not recommended:
         return []  # a report from before recommendations
-    optimistic = " (no held-out images: optimistic)" if recommended["judged_on"] == "reference images" else ""
+    optimistic = {"reference images": " (no held-out images: optimistic)",
+                  "held-back reference images": " (a few images, chosen by them: somewhat optimistic)"}  # fmt: skip
+    exported_step = (export or {}).get("model", {}).get("step")
     exported = (
-        "the last step, the one `export` writes"
-        if recommended["step"] == last_step
-        else f"not the last step (`export` writes step {last_step}; with `--keep-models` this one is in steps/)"
+        "the step `export` writes by default"
+        if exported_step is None or exported_step == recommended["step"]
+        else f"not the exported step ({exported_step}, chosen with `export --step` or `--rate`)"
     )
     return [
         "",
@@ -179,7 +186,8 @@ def _recommended_section(recommended: dict[str, Any] | None, last_step: int) -> 
         f"(params x{recommended['params_ratio']:.3f}, MACs x{recommended['macs_ratio']:.3f}), per-class accuracy "
         f"{', '.join(_percent(value) for value in recommended['accuracy'])}: the highest rate keeping "
         f"{recommended['mean_kept']:.0%} of the unpruned mean accuracy and {recommended['class_kept']:.0%} of each "
-        f"class's, judged on {recommended['judged_on']}{optimistic}. It is {exported}.",
+        f"class's, judged on {recommended['judged_on']}{optimistic.get(recommended['judged_on'], '')}. "
+        f"It is {exported}.",
     ]
 
 

@@ -5,6 +5,7 @@ Layout of ``RUN/``::
     state.json              settings, trajectory and schedule state after the last accepted step
     checkpoints/last.pt     that step's model (safe format)
     steps/step-NNN.pt       every accepted model, with keep_models
+    recommended.pt          the recommended step's model (the accuracy target's), kept as the run goes
     model.pt                the final pruned model (safe format: tensors and widths only)
     model_full.pt           the same as one pickled file (convenience; loading it runs code)
     report.json report.md accuracy.png prune.log
@@ -31,6 +32,7 @@ from typing import Any
 
 from torch import nn
 
+from sddpx_tp.accuracy_target import judge_of
 from sddpx_tp.checkpoint import atomic_write, checkpoint_metadata, load_pruned, save_pruned
 from sddpx_tp.errors import RunFolderError, SettingError, literal
 from sddpx_tp.owned_folder import MARKER, OwnedFolder
@@ -74,6 +76,7 @@ class RunDirectory:
     last_checkpoint = _entry("checkpoints", "last.pt")
     steps_folder = _entry("steps")
     model = _entry("model.pt")
+    recommended_model = _entry("recommended.pt")
     model_full = _entry("model_full.pt")
     head = _entry("head.pt")  # with a fitted head: the head of the unpruned model (the baseline's)
     report_json = _entry("report.json")
@@ -94,6 +97,18 @@ class RunDirectory:
     def step_models(self) -> dict[int, Path]:
         """Kept step models by step number."""
         return {int(path.stem.split("-")[1]): path for path in sorted(self.steps_folder.glob("step-*.pt"))}
+
+    def model_of_step(self, step: int) -> Path | None:
+        """The file holding step ``step``'s model, if the run kept it: the last step's, a kept step's
+        (``keep_models``) or the recommended one's; None otherwise."""
+        trajectory = self.trajectory()
+        if self.model.is_file() and step == trajectory[-1]["step"]:
+            return self.model
+        if self.step_model(step).is_file():
+            return self.step_model(step)
+        if self.recommended_model.is_file() and checkpoint_metadata(self.recommended_model).get("step") == step:
+            return self.recommended_model
+        return None
 
     @property
     def folder(self) -> OwnedFolder:
@@ -160,6 +175,8 @@ class RunDirectory:
         save_pruned(session.current.model, self.last_checkpoint, {"step": step})
         if settings.keep_models:
             save_pruned(session.current.model, self.step_model(step), {"step": step})
+        elif _is_recommended(session.trajectory, settings):  # export's default: kept even without keep_models
+            save_pruned(session.current.model, self.recommended_model, {"step": step})
         write_json(
             self.state,
             {
@@ -206,6 +223,14 @@ class RunDirectory:
 
     def report(self) -> dict[str, Any]:
         return _read_object(self.report_json, "a run report")
+
+
+def _is_recommended(trajectory: list[StepRecord], settings: RunSettings) -> bool:
+    """Whether the newest step is (so far) the one the run recommends."""
+    judge = judge_of(trajectory[0])
+    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
+    rates = [record.filter_rate for record in trajectory]
+    return not settings.config.accuracy_target.missed_by_last(rates, per_class)
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:

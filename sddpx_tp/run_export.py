@@ -6,6 +6,7 @@ Every result is also folded into the run's report (``report.json``, ``report.md`
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -122,8 +123,14 @@ def export_run(
     model_file: Path | None = None,
     quantize: str | None = None,
     max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP,
+    step: int | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    """The run's pruned model (and its unpruned baseline, same classes) as ONNX, next to each other.
+    """One of the run's pruned models (and its unpruned baseline, same classes) as ONNX, next to each other.
+
+    Which step: ``step``, or the last accepted step at or below filter rate ``rate``, or by default
+    the step the run recommends (its accuracy target's; the last step for runs from before targets).
+    A run keeps the models of its last and its recommended step, and of every step with ``keep_models``.
 
     ``model_file``: for a run pruned from a model file, that file, named again by the
     caller (it is unpickled; the run folder alone never makes sddpx-tp load it).
@@ -134,6 +141,7 @@ def export_run(
     check_quantize_options(quantize, max_accuracy_drop)
     settings = run.finished_settings()
     confirm_model_file(settings, model_file, run.path)
+    record, step_file = chosen_step(run, step, rate)
     target = onnx_path or run.onnx
     if baseline and target.name == run.baseline_onnx.name:
         raise SettingError(
@@ -146,7 +154,7 @@ def export_run(
         _check_target(path, force)
     with run.folder.lock():
         images = reference_images(settings)
-        models = {target: pruned_model(settings, run.model)}
+        models = {target: pruned_model(settings, step_file)}
         if baseline:
             models[targets[1]] = baseline_model(settings, run.head)
         int8: dict[str, Any] = {}
@@ -159,11 +167,41 @@ def export_run(
         facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance,
                               derive=with_int8 if quantized else None)  # fmt: skip
         results = dict(zip(["model", "baseline"], facts, strict=False))
+        recommended = run.report().get("recommended")
+        is_recommended = recommended is not None and recommended["step"] == record["step"]
+        results["model"].update({"step": record["step"], "filter_rate": record["filter_rate"],
+                                 "recommended": is_recommended})  # fmt: skip
         if quantized:
             results["int8"] = {**model_facts(quantized), **int8, "path": str(quantized)}
         write_json(run.export_json, results)
         refresh_run_report(run)
     return results
+
+
+def chosen_step(run: RunDirectory, step: int | None, rate: float | None) -> tuple[dict[str, Any], Path]:
+    """The trajectory record of the step to export and the file holding its model (see :func:`export_run`)."""
+    if step is not None and rate is not None:
+        raise SettingError("give {step} or {rate}, not both")
+    trajectory = run.trajectory()
+    if rate is not None:
+        if not 0 <= rate < 1:
+            raise SettingError(f"{{rate}} must be in [0, 1), not {rate}")
+        step = max(record["step"] for record in trajectory if record["filter_rate"] <= rate + 1e-9)
+    elif step is None:
+        recommended = run.report().get("recommended")
+        step = recommended["step"] if recommended else trajectory[-1]["step"]
+    records = {record["step"]: record for record in trajectory}
+    if step not in records:
+        raise SettingError(f"{{step}} {step} is not a step of run {literal(run.path)}: it has steps 0 to "
+                           f"{trajectory[-1]['step']}")  # fmt: skip
+    path = run.model_of_step(step)
+    if path is None:
+        kept = sorted(number for number in records if run.model_of_step(number) is not None)
+        raise SettingError(
+            f"run {literal(run.path)} did not keep step {step}'s model: it keeps its last and its recommended step "
+            f"({', '.join(map(str, kept))}); prune with {{keep_models}} to export any step"
+        )
+    return records[step], path
 
 
 def export_source(source: ModelSource, path: Path, input_size: int | None = None, **options: Any) -> dict[str, Any]:
@@ -223,13 +261,19 @@ def bench_run(
     with run.folder.lock():
         torch_models = None
         if with_torch:
-            torch_models = {"pruned": pruned_model(run_settings, run.model)}
+            torch_models = {"pruned": pruned_model(run_settings, _exported_model_file(run))}
             if "baseline" in models:
                 torch_models["baseline"] = baseline_model(run_settings, run.head)
         result = bench_files(models, settings, torch_models)
         write_json(run.bench_json, result)
         refresh_run_report(run)
     return result
+
+
+def _exported_model_file(run: RunDirectory) -> Path:
+    """The torch file of the step that ``model.onnx`` holds (exports from before steps: the last)."""
+    step = json.loads(run.export_json.read_text()).get("model", {}).get("step") if run.export_json.is_file() else None
+    return (run.model_of_step(step) if step is not None else None) or run.model
 
 
 def step_latencies(

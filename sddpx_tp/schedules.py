@@ -39,7 +39,10 @@ from sddpx_tp.trajectory import PruningSession
 
 
 def _budget(session: PruningSession, config: PruneConfig, step: float) -> int:
-    """Filters the next step may remove: ``step`` of the original, capped at ``max_rate``."""
+    """Filters the next step may remove: ``step`` of the original, capped at ``max_rate`` (none once the
+    run has stopped at its accuracy target)."""
+    if session.stopped:
+        return 0
     limit = int(config.max_rate * session.original.filters) - session.removed_filters()
     return min(round(step * session.original.filters), limit)
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sddpx_tp.accuracy_target import AccuracyTarget, judge_of
 from sddpx_tp.architectures import support_for
 from sddpx_tp.criteria import Criterion, channel_scores
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
@@ -53,6 +54,7 @@ class StepRecord:
     reference_seconds: float = 0.0  # part of ``seconds`` spent judging models on the references (trials too)
     phase: str = "pruning"  # "pruning", or after training: "retrained" (progressive) or "finetuned"
     layer: str | None = None  # progressive retraining: the group this record pruned or retrained after
+    holdout_accuracy: list[float] | None = None  # on references held back from the run (stop_at_target only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,9 +98,15 @@ class PruningSession:
         repair: tuple[RepairName, ...] = (),
         original_model: nn.Module | None = None,
         ridge: float = 1e-3,
+        holdout: LabelledImages | None = None,
+        stop_at: AccuracyTarget | None = None,
     ) -> None:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
-        trajectory and schedule state, and ``model`` is its last accepted model."""
+        trajectory and schedule state, and ``model`` is its last accepted model.
+
+        ``holdout``: references held back from everything else, measured at every accepted step.
+        ``stop_at``: the run is :attr:`stopped` once an accepted step misses this target, judged on
+        the evaluation images, else on ``holdout``, else on the references."""
         self.current = model
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
         self.architecture = support_for(model.model)
@@ -107,6 +115,8 @@ class PruningSession:
         self.reference_scores = reference_scores or (lambda model: class_scores(model, *references, classes))
         self.on_before_accept = on_before_accept  # e.g. refit a fitted head on the pruned backbone
         self.evaluation = evaluation
+        self.holdout = holdout
+        self.stop_at = stop_at
         self.classes = classes
         self.relevance_config = relevance_config
         self.criterion = criterion  # what ranks the channels (sddpx_tp.criteria)
@@ -149,6 +159,15 @@ class PruningSession:
             self.relevance_seconds, self.reference_seconds = last.relevance_seconds, last.reference_seconds
             self.reference_harmonic_mean = last.reference_harmonic_mean
             self._bar.update(round(last.filter_rate * 100))
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run has reached its accuracy target's limit: schedules take no further step."""
+        if self.stop_at is None or not self.trajectory:
+            return False
+        judge = judge_of(self.trajectory[0])
+        per_class = [getattr(record, f"{judge}_accuracy") for record in self.trajectory]
+        return self.stop_at.missed_by_last([record.filter_rate for record in self.trajectory], per_class)
 
     def channel_scores(self, model: PrunableModel) -> dict[str, GroupScores]:
         """Each group's per-channel scores under the run's criterion; one scoring pass (counted and
@@ -221,6 +240,11 @@ class PruningSession:
             evaluation_started = time.perf_counter()
             eval_accuracy = per_class_accuracy(model.model, *self.evaluation, self.classes)
             self.evaluation_seconds += time.perf_counter() - evaluation_started
+        holdout_accuracy = None
+        if self.holdout is not None:  # part of the method's cost: it decides where the run stops
+            holdout_started = time.perf_counter()
+            holdout_accuracy = per_class_accuracy(model.model, *self.holdout, self.classes)
+            self.reference_seconds += time.perf_counter() - holdout_started
         record = StepRecord(
             step=len(self.trajectory),
             filter_rate=1 - size.filters / self.original.filters,
@@ -243,6 +267,7 @@ class PruningSession:
             reference_seconds=self.reference_seconds,
             phase=phase,
             layer=layer,
+            holdout_accuracy=holdout_accuracy,
         )
         self.trajectory.append(record)
         if self.keep_models:

@@ -45,6 +45,9 @@ _BAD_NUMBERS: dict[str, list[str]] = {
     "--chunk-size": ["0", "-1"],
     "--threads": ["0", "-2", "100000"],
     "--ridge": ["0", "-1", "-1e-3", "nan", "inf", "-inf"],
+    "--target-accuracy": ["0", "-0.1", "1.5", "nan", "inf"],
+    "--min-class-accuracy": ["-0.1", "1.01", "nan", "-inf"],
+    "--holdout": ["0", "1", "-0.5", "nan", "inf"],
 }
 
 

@@ -61,8 +61,10 @@ def test_int8_export_is_smaller_judged_on_held_out_images_and_benchmarked(head_r
     # accepted: this checks the images, their labels and the class order independently of the quantization
     # code. (The report's reference accuracy of a fitted head is cross-fitted; the exported head was fitted
     # on every reference, so on them it is what a fitted head gets: all correct.)
-    last = json.loads((head_run / "report.json").read_text())["trajectory"][-1]
-    assert int8["accuracy"]["evaluation"]["fp32"] == pytest.approx(last["eval_accuracy"])
+    # The exported step is the recommended one (export's default), not necessarily the last.
+    exported = json.loads((head_run / "report.json").read_text())["trajectory"][files["model"]["step"]]
+    assert files["model"]["recommended"] is True
+    assert int8["accuracy"]["evaluation"]["fp32"] == pytest.approx(exported["eval_accuracy"])
     assert int8["accuracy"]["reference"]["fp32"] == [1.0, 1.0]
     assert int8["judged_on"] == "evaluation"
     held_out = int8["accuracy"]["evaluation"]

@@ -36,4 +36,9 @@ def test_without_held_out_images_the_references_judge_and_the_report_says_it_is_
               "trajectory": [record.to_dict() for record in trajectory]}  # fmt: skip
     text = render_markdown(report, ["a", "b"], "accuracy.png")
     assert "Recommended: step 2, filter rate 0.400" in text and "optimistic" in text
-    assert "`export` writes step 4" in text
+    assert "It is the step `export` writes by default" in text
+    # Once another step was exported (export --step 4), the report says the recommended one is not it.
+    model = {"step": 4, "path": "run/model.onnx", "file_bytes": 1000, "params": 10, "macs": 20,
+             "parity": {"max_abs_diff": 0.0, "top1_agreement": 1.0}}  # fmt: skip
+    exported = render_markdown({**report, "export": {"model": model}}, ["a", "b"], "accuracy.png")
+    assert "not the exported step (4" in exported

@@ -95,8 +95,9 @@ def test_prune_without_a_config_is_the_recommended_one(fashion_task: tuple) -> N
 def test_the_presets_differ_where_the_readme_says() -> None:
     recommended, paper = PruneConfig.recommended(), PruneConfig.paper()
     assert (recommended.round_to, recommended.compensation, recommended.patience) == (16, "auto", 2)
+    assert (recommended.repair, paper.repair) == (("lstsq",), ())
     assert (paper.round_to, paper.compensation, paper.patience) == (1, "never", 0)
-    assert recommended.replace(round_to=1, compensation="never", patience=0) == paper
+    assert recommended.replace(round_to=1, compensation="never", patience=0, repair=()) == paper
 
 
 def test_the_cli_defaults_are_the_recommended_config(data: dict[str, Path], tmp_path: Path) -> None:

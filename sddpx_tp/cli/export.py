@@ -55,6 +55,10 @@ class ExportCheckFailed(click.ClickException):
     help="with --quantize: the most mean per-class accuracy int8 may lose against fp32 (held-out images if the "
     "run has them, else the references); past it exit 3, nothing written",
 )
+@click.option(
+    "--step", "step", type=click.IntRange(min=0), help="with RUN: export this accepted step [the recommended one]"
+)
+@click.option("--rate", type=float, help="with RUN: export the last accepted step at or below this filter rate")
 @click.option("--force", is_flag=True, help="replace existing ONNX files")
 @click.option("--json", "as_json", is_flag=True)
 def export_command(run: Path | None, **options: Any) -> None:
@@ -66,6 +70,8 @@ def export_command(run: Path | None, **options: Any) -> None:
     """
     if run is None and options["model_name"] is None:
         raise UserError("give a RUN folder, or --model NAME to export an unpruned model")
+    if run is None and (options["step"] is not None or options["rate"] is not None):
+        raise UserError("--step and --rate choose a step of a RUN folder; give one")
     if run is None and options["quantize"]:
         raise UserError("--quantize needs a RUN folder: it calibrates on the run's reference images")
     checks = {"force": options["force"], "opset": options["opset"], "tolerance": options["tolerance"]}
@@ -75,7 +81,7 @@ def export_command(run: Path | None, **options: Any) -> None:
             model_file = None if options["model_name"] is None else Path(options["model_name"])
             results = export_run(RunDirectory(run), target, baseline=options["baseline"], model_file=model_file,
                                  quantize=options["quantize"], max_accuracy_drop=options["max_accuracy_drop"],
-                                 **checks)  # fmt: skip
+                                 step=options["step"], rate=options["rate"], **checks)  # fmt: skip
         else:
             if not options["onnx_path"]:
                 raise UserError("with --model, say where to write: --onnx PATH")
@@ -97,7 +103,11 @@ def export_command(run: Path | None, **options: Any) -> None:
                 f"{mean(accuracy['int8']):.3f}, top-1 agreement with fp32 {facts['top1_agreement_with_fp32']:.3f}"
             )
             continue
+        chosen = f"step {facts['step']} (filter rate {facts['filter_rate']:.3f}" if "step" in facts else ""
+        if chosen:
+            chosen += ", recommended), " if facts["recommended"] else "), "
         click.echo(
-            f"{label}: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['params']:,} params), parity max "
-            f"abs {facts['parity']['max_abs_diff']:.2g}, top-1 agreement {facts['parity']['top1_agreement']:.3f}"
+            f"{label}: {chosen}{facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['params']:,} params), "
+            f"parity max abs {facts['parity']['max_abs_diff']:.2g}, "
+            f"top-1 agreement {facts['parity']['top1_agreement']:.3f}"
         )

@@ -62,6 +62,15 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         head=options["head"],
         head_folds=options["head_folds"],
         refit_head=options["refit_head"],
+        # Naming a target (or asking for the default one) makes the run stop at it.
+        target_accuracy=DEFAULTS.target_accuracy if options["target_accuracy"] is None else options["target_accuracy"],
+        min_class_accuracy=DEFAULTS.min_class_accuracy
+        if options["min_class_accuracy"] is None
+        else options["min_class_accuracy"],
+        stop_at_target=options["stop_at_target"]
+        or options["target_accuracy"] is not None
+        or options["min_class_accuracy"] is not None,
+        holdout=options["holdout"],
         relevance=RelevanceConfig(
             composite=options["composite"],
             aggregation=options["aggregation"],
@@ -214,6 +223,25 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     "--refit-head/--no-refit-head",
     default=DEFAULTS.refit_head,
     help="--head fit: refit the head on the pruned backbone after every accepted step",
+)
+@click.option(
+    "--target-accuracy",
+    type=float,
+    help=f"stop at the first step below this share of the unpruned mean accuracy [recommend: "
+    f"{DEFAULTS.target_accuracy}, without stopping]",
+)
+@click.option(
+    "--min-class-accuracy",
+    type=float,
+    help=f"stop at the first step where a class falls below this share of its own unpruned accuracy "
+    f"[recommend: {DEFAULTS.min_class_accuracy}, without stopping]",
+)
+@click.option("--stop-at-target", is_flag=True, help="stop at the default target (implied by the two above)")
+@click.option(
+    "--holdout",
+    type=float,
+    default=DEFAULTS.holdout,
+    help="stopping without --eval: share of each class's references held back to judge the target",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
