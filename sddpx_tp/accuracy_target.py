@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -40,6 +40,13 @@ class AccuracyTarget:
     def missed_by_last(self, rates: Sequence[float], per_class: Sequence[Sequence[float]]) -> bool:
         """Whether the newest step is past the recommended one: the run has lost too much."""
         return self.recommended_index(rates, per_class) != len(rates) - 1
+
+
+def recommended_record(trajectory: Sequence[Any], target: AccuracyTarget) -> int:
+    """The index of the recommended step among ``StepRecord`` objects, judged by :func:`judge_of`."""
+    judge = judge_of(trajectory[0])
+    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
+    return target.recommended_index([record.filter_rate for record in trajectory], per_class)
 
 
 def judge_of(first_record: object) -> Judge:

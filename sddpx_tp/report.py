@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
-from sddpx_tp.accuracy_target import JUDGES, AccuracyTarget, judge_of
+from sddpx_tp.accuracy_target import JUDGES, AccuracyTarget, judge_of, recommended_record
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.environment import environment
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
@@ -32,11 +32,9 @@ def recommended_step(trajectory: list[StepRecord], target: AccuracyTarget | None
     """The step the run recommends under ``target`` (default: the config's defaults), judged on the held-out
     images, else on held-back references, else on the references (optimistic): see sddpx_tp.accuracy_target."""
     target = target or AccuracyTarget()
-    judge = judge_of(trajectory[0])
-    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
-    index = target.recommended_index([record.filter_rate for record in trajectory], per_class)
-    record = trajectory[index]
-    return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": per_class[index],
+    index = recommended_record(trajectory, target)
+    record, judge = trajectory[index], judge_of(trajectory[0])
+    return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": getattr(record, f"{judge}_accuracy"),
             "params": record.params, "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
             "judged_on": JUDGES[judge], "mean_kept": target.mean_kept, "class_kept": target.class_kept,
             "stopped_early": index < len(trajectory) - 1}  # fmt: skip

@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from sddpx_tp.accuracy_target import judge_of
+from sddpx_tp.accuracy_target import recommended_record
 from sddpx_tp.checkpoint import atomic_write, checkpoint_metadata, load_pruned, save_pruned
 from sddpx_tp.errors import RunFolderError, SettingError, literal
 from sddpx_tp.owned_folder import MARKER, OwnedFolder
@@ -175,7 +175,8 @@ class RunDirectory:
         save_pruned(session.current.model, self.last_checkpoint, {"step": step})
         if settings.keep_models:
             save_pruned(session.current.model, self.step_model(step), {"step": step})
-        elif _is_recommended(session.trajectory, settings):  # export's default: kept even without keep_models
+        elif recommended_record(session.trajectory, settings.config.accuracy_target) == len(session.trajectory) - 1:
+            # The step export writes by default, kept (so far the recommended one) even without keep_models.
             save_pruned(session.current.model, self.recommended_model, {"step": step})
         write_json(
             self.state,
@@ -223,14 +224,6 @@ class RunDirectory:
 
     def report(self) -> dict[str, Any]:
         return _read_object(self.report_json, "a run report")
-
-
-def _is_recommended(trajectory: list[StepRecord], settings: RunSettings) -> bool:
-    """Whether the newest step is (so far) the one the run recommends."""
-    judge = judge_of(trajectory[0])
-    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
-    rates = [record.filter_rate for record in trajectory]
-    return not settings.config.accuracy_target.missed_by_last(rates, per_class)
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:

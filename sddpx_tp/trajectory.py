@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sddpx_tp.accuracy_target import AccuracyTarget, judge_of
+from sddpx_tp.accuracy_target import AccuracyTarget, recommended_record
 from sddpx_tp.architectures import support_for
 from sddpx_tp.criteria import Criterion, channel_scores
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
@@ -165,9 +165,7 @@ class PruningSession:
         """Whether the run has reached its accuracy target's limit: schedules take no further step."""
         if self.stop_at is None or not self.trajectory:
             return False
-        judge = judge_of(self.trajectory[0])
-        per_class = [getattr(record, f"{judge}_accuracy") for record in self.trajectory]
-        return self.stop_at.missed_by_last([record.filter_rate for record in self.trajectory], per_class)
+        return recommended_record(self.trajectory, self.stop_at) != len(self.trajectory) - 1
 
     def channel_scores(self, model: PrunableModel) -> dict[str, GroupScores]:
         """Each group's per-channel scores under the run's criterion; one scoring pass (counted and
