@@ -201,25 +201,29 @@ def _export_section(export: dict[str, Any] | None) -> list[str]:
             f"| {Path(facts['path']).name} | {facts['file_bytes'] / 1e6:.2f} MB | {facts['params']:,} | {macs} "
             + (f"| {parity['max_abs_diff']:.2g} | {parity['top1_agreement']:.3f} |" if parity else "| n/a | n/a |")
         )
-    return [*lines, "", *_int8_lines(export.get("int8"))]
+    return [*lines, "", *_quantized_lines(export.get("int8"), "int8"), *_quantized_lines(export.get("fp16"), "fp16")]
 
 
-def _int8_lines(int8: dict[str, Any] | None) -> list[str]:
-    if not int8:
+def _quantized_lines(facts: dict[str, Any] | None, kind: str) -> list[str]:
+    """The int8 (or fp16) model against the pruned fp32 one: size, agreement, per-class accuracy."""
+    if not facts:
         return []
-    names = {"evaluation": "held-out images", "reference": "reference images (the calibration set: optimistic)"}
+    calibrated = kind == "int8"
+    optimistic = " (the calibration set: optimistic)" if calibrated else ""
+    names = {"evaluation": "held-out images", "reference": "reference images" + optimistic}
+    how = f", calibrated on {facts['calibration_images']} reference images" if calibrated else ""
     lines = [
-        f"INT8 ({int8['quantization']}, calibrated on {int8['calibration_images']} reference images): "
-        f"{int8['size_ratio']:.1f}x smaller than the pruned fp32 file, top-1 agreement with it "
-        f"{int8['top1_agreement_with_fp32']:.3f}. Per-class accuracy, fp32 -> int8:",
+        f"{kind.upper()} ({facts['quantization']}{how}): "
+        f"{facts['size_ratio']:.1f}x smaller than the pruned fp32 file, top-1 agreement with it "
+        f"{facts['top1_agreement_with_fp32']:.3f}. Per-class accuracy, fp32 -> {kind}:",
         "",
     ]
-    for role, accuracy in int8["accuracy"].items():
-        pairs = zip(accuracy["fp32"], accuracy["int8"], strict=True)
-        shown = ", ".join(f"{_percent(fp32)} -> {_percent(int8_value)}" for fp32, int8_value in pairs)
+    for role, accuracy in facts["accuracy"].items():
+        pairs = zip(accuracy["fp32"], accuracy[kind], strict=True)
+        shown = ", ".join(f"{_percent(fp32)} -> {_percent(value)}" for fp32, value in pairs)
         lines.append(f"- {names[role]}: {shown}")
-    limit = int8["max_accuracy_drop"]
-    lines += ["", f"Mean drop {int8['accuracy_drop']:+.3f} on {names[int8['judged_on']]}"
+    limit = facts["max_accuracy_drop"]
+    lines += ["", f"Mean drop {facts['accuracy_drop']:+.3f} on {names[facts['judged_on']]}"
               + ("." if limit is None else f" (allowed: {limit:g})."), ""]  # fmt: skip
     return lines
 

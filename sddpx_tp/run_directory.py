@@ -11,6 +11,7 @@ Layout of ``RUN/``::
     report.json report.md accuracy.png prune.log
     model.onnx baseline.onnx export.json     after export
     model.int8.onnx                           after export, quantized to int8
+    model.fp16.onnx                           after export, converted to float16
     bench.json                                after bench
     latency_curve.json accuracy_latency.png   after the latency curve
 
@@ -85,6 +86,7 @@ class RunDirectory:
     log = _entry("prune.log")
     onnx = _entry("model.onnx")
     int8_onnx = _entry("model.int8.onnx")
+    fp16_onnx = _entry("model.fp16.onnx")
     baseline_onnx = _entry("baseline.onnx")
     export_json = _entry("export.json")
     bench_json = _entry("bench.json")

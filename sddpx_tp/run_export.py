@@ -51,8 +51,8 @@ from sddpx_tp.run_models import (
 from sddpx_tp.run_quantize import (
     DEFAULT_MAX_ACCURACY_DROP,
     check_quantize_options,
-    int8_target,
     quantize_run_model,
+    quantized_target,
 )
 from sddpx_tp.run_settings import ModelSource
 
@@ -135,7 +135,8 @@ def export_run(
     ``model_file``: for a run pruned from a model file, that file, named again by the
     caller (it is unpickled; the run folder alone never makes sddpx-tp load it).
     ``quantize="int8"`` also writes the pruned model quantized (``model.int8.onnx`` next to it),
-    calibrated on the references; past ``max_accuracy_drop`` it raises
+    calibrated on the references; ``"fp16"`` its float16 conversion (``model.fp16.onnx``, for GPU
+    providers); past ``max_accuracy_drop`` against fp32 either raises
     :class:`~sddpx_tp.run_quantize.AccuracyDropError` and writes nothing at all."""
     check_export_options(opset, tolerance)
     check_quantize_options(quantize, max_accuracy_drop)
@@ -149,7 +150,7 @@ def export_run(
             "to it; choose another name, or leave out the unpruned model with {baseline}"
         )
     targets = [target, target.with_name(run.baseline_onnx.name)] if baseline else [target]
-    quantized = int8_target(target) if quantize else None
+    quantized = quantized_target(target, quantize) if quantize else None
     for path in targets + ([quantized] if quantized else []):
         _check_target(path, force)
     with run.folder.lock():
@@ -157,22 +158,23 @@ def export_run(
         models = {target: pruned_model(settings, step_file)}
         if baseline:
             models[targets[1]] = baseline_model(settings, run.head)
-        int8: dict[str, Any] = {}
+        converted: dict[str, Any] = {}
 
-        def with_int8(staged: dict[Path, Path], staging: Path) -> dict[Path, Path]:
-            assert quantized is not None
-            int8.update(quantize_run_model(settings, staged[target], staging / "int8.onnx", max_accuracy_drop))
-            return {quantized: staging / "int8.onnx"}
+        def with_quantized(staged: dict[Path, Path], staging: Path) -> dict[Path, Path]:
+            assert quantized is not None and quantize is not None
+            converted.update(quantize_run_model(settings, staged[target], staging / "quantized.onnx",
+                                                max_accuracy_drop, quantize))  # fmt: skip
+            return {quantized: staging / "quantized.onnx"}
 
         facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance,
-                              derive=with_int8 if quantized else None)  # fmt: skip
+                              derive=with_quantized if quantized else None)  # fmt: skip
         results = dict(zip(["model", "baseline"], facts, strict=False))
         recommended = run.report().get("recommended")
         is_recommended = recommended is not None and recommended["step"] == record["step"]
         results["model"].update({"step": record["step"], "filter_rate": record["filter_rate"],
                                  "recommended": is_recommended})  # fmt: skip
-        if quantized:
-            results["int8"] = {**model_facts(quantized), **int8, "path": str(quantized)}
+        if quantized and quantize:
+            results[quantize] = {**model_facts(quantized), **converted, "path": str(quantized)}
         write_json(run.export_json, results)
         refresh_run_report(run)
     return results
@@ -258,6 +260,8 @@ def bench_run(
         models["baseline"] = run.baseline_onnx
     if run.int8_onnx.is_file():  # unpruned fp32, pruned fp32 and pruned int8 in one interleaved run
         models["int8"] = run.int8_onnx
+    if run.fp16_onnx.is_file():
+        models["fp16"] = run.fp16_onnx
     with run.folder.lock():
         torch_models = None
         if with_torch:

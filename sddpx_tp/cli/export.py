@@ -46,13 +46,14 @@ class ExportCheckFailed(click.ClickException):
 @click.option(
     "--quantize",
     type=click.Choice(QUANTIZATIONS),
-    help="with RUN: also write the pruned model quantized (RUN/model.int8.onnx), calibrated on the references",
+    help="with RUN: also write the pruned model as int8 (RUN/model.int8.onnx, calibrated on the references) or "
+    "fp16 (RUN/model.fp16.onnx, for GPU providers)",
 )
 @click.option(
     "--max-accuracy-drop",
     type=float,
     default=DEFAULT_MAX_ACCURACY_DROP,
-    help="with --quantize: the most mean per-class accuracy int8 may lose against fp32 (held-out images if the "
+    help="with --quantize: the most mean per-class accuracy int8/fp16 may lose against fp32 (held-out images if the "
     "run has them, else the references); past it exit 3, nothing written",
 )
 @click.option(
@@ -65,7 +66,7 @@ def export_command(run: Path | None, **options: Any) -> None:
     """Export a pruned run (or a registry model) to ONNX, checked against torch.
 
     Exit code 3: the export ran but ONNX Runtime's outputs differ from torch's by
-    more than --tolerance, or the int8 model loses more than --max-accuracy-drop;
+    more than --tolerance, or the int8/fp16 model loses more than --max-accuracy-drop;
     nothing is written then.
     """
     if run is None and options["model_name"] is None:
@@ -94,13 +95,13 @@ def export_command(run: Path | None, **options: Any) -> None:
         click.echo(json.dumps(results))
         return
     for label, facts in results.items():
-        if label == "int8":
+        if label in QUANTIZATIONS:
             judged = "held-out" if facts["judged_on"] == "evaluation" else "reference"
             accuracy = facts["accuracy"][facts["judged_on"]]
             click.echo(
-                f"int8: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['size_ratio']:.1f}x smaller than "
-                f"fp32), mean per-class accuracy on {judged} images {mean(accuracy['fp32']):.3f} (fp32) -> "
-                f"{mean(accuracy['int8']):.3f}, top-1 agreement with fp32 {facts['top1_agreement_with_fp32']:.3f}"
+                f"{label}: {facts['path']} ({facts['file_bytes'] / 1e6:.1f} MB, {facts['size_ratio']:.1f}x smaller "
+                f"than fp32), mean per-class accuracy on {judged} images {mean(accuracy['fp32']):.3f} (fp32) -> "
+                f"{mean(accuracy[label]):.3f}, top-1 agreement with fp32 {facts['top1_agreement_with_fp32']:.3f}"
             )
             continue
         chosen = f"step {facts['step']} (filter rate {facts['filter_rate']:.3f}" if "step" in facts else ""
