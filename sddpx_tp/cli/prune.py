@@ -227,20 +227,20 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--target-accuracy",
     type=float,
-    help=f"stop at the first step below this share of the unpruned mean accuracy [recommend: "
-    f"{DEFAULTS.target_accuracy}, without stopping]",
+    help=f"the recommended step keeps this share of the unpruned mean accuracy [{DEFAULTS.target_accuracy}]; "
+    "giving it also stops the run at the first step below it",
 )
 @click.option(
     "--min-class-accuracy",
     type=float,
-    help=f"stop at the first step where a class falls below this share of its own unpruned accuracy "
-    f"[recommend: {DEFAULTS.min_class_accuracy}, without stopping]",
+    help=f"... and each class this share of its own [{DEFAULTS.min_class_accuracy}]; giving it also stops the run",
 )
-@click.option("--stop-at-target", is_flag=True, help="stop at the default target (implied by the two above)")
+@click.option("--stop-at-target", is_flag=True, help="stop at the first step that misses the (default) target")
 @click.option(
     "--holdout",
     type=float,
     default=DEFAULTS.holdout,
+    show_default="1/3",
     help="stopping without --eval: share of each class's references held back to judge the target",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
