@@ -76,8 +76,9 @@ def _register() -> None:
     from sddpx_tp.cli.export import export_command
     from sddpx_tp.cli.prune import prune_command
     from sddpx_tp.cli.report import report_command
+    from sddpx_tp.cli.sweep import sweep_command
 
-    for command in (demo_command, prune_command, export_command, bench_command, report_command):
+    for command in (demo_command, prune_command, export_command, bench_command, report_command, sweep_command):
         main.add_command(command)
 
 
