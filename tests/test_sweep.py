@@ -15,25 +15,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 from helpers import calibrate_batch_norms
-from PIL import Image
+from test_cli_prune import _write_class_folders
 from torchvision import models
 
 from sddpx_tp.cli import main
-from sddpx_tp.fashion import load_split
 
 CELLS = ("resnet18__0+6__px", "resnet18__0+6__dpx", "resnet18__6+7__px", "resnet18__6+7__dpx")
 # What a cell's result is made of: equal on every backend (the times are not).
 RESULT_FIELDS = ("cell", "status", "auc", "auc_lowest_class", "kept_to", "final_rate", "relevance_passes",
                  "evaluations")  # fmt: skip
-
-
-def _write_class_folders(root: Path, counts: dict[int, int], offset: int) -> None:
-    images, labels = load_split("test")
-    for cls, count in counts.items():
-        folder = root / str(cls)
-        folder.mkdir(parents=True)
-        for index in (labels == cls).nonzero().flatten()[offset : offset + count].tolist():
-            Image.fromarray(images[index].numpy()).save(folder / f"{index}.png")
 
 
 @pytest.fixture(scope="module")
