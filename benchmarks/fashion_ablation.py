@@ -85,6 +85,14 @@ REPAIRS: dict[str, tuple[str, dict[str, Any]]] = {
         f"dpx r16, criterion {name}": ("dpx", {**DPX16, "criterion": name})
         for name in ("random", "magnitude", "bn-scale", "taylor")
     },
+    # Does the criterion still matter once the consumers are reconstructed?
+    **{
+        f"dpx r16 + lstsq, ridge 0.1, criterion {name}": (
+            "dpx",
+            {**DPX16, "repair": ["lstsq"], "ridge": 0.1, "criterion": name},
+        )
+        for name in ("random", "magnitude", "bn-scale", "taylor")
+    },
     "sd-dpx default": ("sd-dpx", CLI_DEFAULT),
     # With lstsq, adaptive compensation has nothing left to add (the intercept is fitted).
     "sd-dpx default + lstsq": ("sd-dpx", {"round_to": 16, "patience": 2, "repair": ["lstsq"], "ridge": 1e-3}),

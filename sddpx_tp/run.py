@@ -292,6 +292,7 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
     # The pruned model last: its presence is what makes the run finished (export, bench and report need it).
     save_full_model(result.model, run.model_full)
     save_pruned(result.model, run.model, metadata)
+    run.drop_recommended_copy()
     summary = result.summary()
     summary.update(
         {

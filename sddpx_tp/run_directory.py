@@ -112,6 +112,14 @@ class RunDirectory:
             return self.recommended_model
         return None
 
+    def drop_recommended_copy(self) -> None:
+        """Delete recommended.pt when it holds the last step, which model.pt now holds too (a second copy
+        of the same weights; ``model_of_step`` finds that step in model.pt)."""
+        if not (self.model.is_file() and self.recommended_model.is_file()):
+            return
+        if checkpoint_metadata(self.recommended_model).get("step") == self.trajectory()[-1]["step"]:
+            self.recommended_model.unlink()
+
     @property
     def folder(self) -> OwnedFolder:
         """The folder as sddpx-tp owns it: its marker, lock and the entries ``force`` may replace."""

@@ -150,3 +150,19 @@ def test_export_writes_the_recommended_step_by_default_and_any_kept_step(data: d
         refused = CliRunner().invoke(main, ["export", str(run), "--onnx", str(target), *bad])
         assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, (bad, refused.stderr)
         assert not target.exists()
+
+
+def test_a_recommended_last_step_is_stored_once_and_exported_by_default(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    run = tmp_path / "run"
+    # A target every step meets: the recommended step is the last one, which model.pt already holds.
+    args = [*_args(data, run), "--target-accuracy", "0.01", "--min-class-accuracy", "0",
+            "--repair", "none", "--json"]  # fmt: skip
+    pruned = CliRunner().invoke(main, args)
+    assert pruned.exit_code == 0, pruned.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["recommended"]["step"] == report["trajectory"][-1]["step"] > 0
+    assert (run / "model.pt").is_file() and not (run / "recommended.pt").exists()
+    exported = CliRunner().invoke(main, ["export", str(run), "--onnx", "--no-baseline", "--json"])
+    assert exported.exit_code == 0, exported.stderr
+    facts = json.loads(exported.stdout)["model"]
+    assert (facts["step"], facts["recommended"]) == (report["trajectory"][-1]["step"], True)
