@@ -3,10 +3,11 @@
 Two presets:
 
 * :meth:`PruneConfig.recommended` (the default of ``prune`` and of ``sddpx-tp prune``):
-  SD-DPX with aligned bundles of 16 channels, adaptive compensation and patience 2,
-  chosen by measurement (README, "Beyond the paper").
-* :meth:`PruneConfig.paper`: the papers' semantics (single filters, no compensation,
-  no patience). Its trials are masked, which changes the cost, not the result.
+  SD-DPX with aligned bundles of 16 channels, least-squares repair of the consumers
+  (``lstsq``, which makes compensation unnecessary) and patience 2, chosen by measurement
+  (README, "Beyond the paper" and "Repairs without training").
+* :meth:`PruneConfig.paper`: the papers' semantics (single filters, fixed weights: no
+  compensation and no repair, no patience). Its trials are masked, which changes the cost, not the result.
 
 Range checks live here; the rules that depend on the method (which method needs
 training images, where adaptive compensation is evaluated) live with the method

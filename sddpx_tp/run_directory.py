@@ -5,7 +5,8 @@ Layout of ``RUN/``::
     state.json              settings, trajectory and schedule state after the last accepted step
     checkpoints/last.pt     that step's model (safe format)
     steps/step-NNN.pt       every accepted model, with keep_models
-    recommended.pt          the recommended step's model (the accuracy target's), kept as the run goes
+    recommended.pt          the recommended step's model (the accuracy target's), kept as the run goes;
+                            deleted at the end if that is the last step (model.pt holds it)
     model.pt                the final pruned model (safe format: tensors and widths only)
     model_full.pt           the same as one pickled file (convenience; loading it runs code)
     report.json report.md accuracy.png prune.log

@@ -166,7 +166,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     type=click.Choice(COMPENSATIONS),
     default=DEFAULTS.compensation,
     help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways; "
-    "auto: adaptive for SD-DPX, none for the others",
+    "auto: none with --repair lstsq (it fits the intercepts), else adaptive for SD-DPX, none for the others",
 )
 @click.option(
     "--repair",
