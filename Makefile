@@ -32,4 +32,4 @@ lint: install
 	$(BIN)/mypy
 
 test: install data lint
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q -n 2 --durations=20

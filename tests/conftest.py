@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,13 @@ from torch import nn
 from sddpx_tp.fashion import class_subset, load_split, to_model_input
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers. Each keeps to one thread (and so do the processes the tests
+    # start, which inherit the environment): two workers of two threads each on a two-core machine oversubscribe
+    # it, and torch's spinning threads then slow both many times over.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,13 @@ def test_demo_runs_end_to_end_and_reuses_its_cache(tmp_path: Path) -> None:
     summary = json.loads(first.stdout)
     assert "training the source model" in first.stderr
     assert sorted(summary["classes"]) == ["Shirt", "T-shirt-top"]  # folders are read in name order
-    assert summary["params"][1] < summary["params"][0] and summary["onnx_bytes"][1] < summary["onnx_bytes"][0]
+    trajectory = json.loads((out / "run" / "report.json").read_text())["trajectory"]
+    assert trajectory[-1]["params"] < trajectory[0]["params"]  # it pruned
+    # "After" is the step the run recommends. --fast's source model is weak, and whether a pruned step keeps
+    # its accuracy depends on the thread count it was trained with; when none does, the unpruned one ships.
+    recommended = json.loads((out / "run" / "report.json").read_text())["recommended"]["step"]
+    assert summary["params"][1] == trajectory[recommended]["params"]
+    assert (summary["onnx_bytes"][1] < summary["onnx_bytes"][0]) == (recommended > 0)
     assert len(summary["held_out_accuracy"][0]) == 2
     for name in ("report.md", "accuracy.png", "model.onnx", "baseline.onnx", "bench.json"):
         assert (out / "run" / name).is_file(), name
@@ -46,7 +52,9 @@ def test_demo_refuses_unknown_classes_and_existing_output(tmp_path: Path) -> Non
 
 def test_transfer_demo_fits_a_head_for_classes_imagenet_lacks(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--transfer", "--fast", "--out", str(out), "--json"])
+    # One pruning step (--fast steps by 0.4): the scenario is what is tested here, at 224 px each step costs minutes.
+    args = ["demo", "--transfer", "--fast", "--max-rate", "0.4", "--out", str(out), "--json"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert "training the source model" not in result.stderr  # the packaged ImageNet weights, nothing trained
