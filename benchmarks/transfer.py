@@ -178,6 +178,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "px": {"method": "px", **FIXED},
     "dpx + lstsq": {"method": "dpx", "repair": ("lstsq",)},
     "sd-dpx + lstsq (the default)": {"method": "sd-dpx", "repair": ("lstsq",)},
+    # The alternative to cross-fitting: a third of each class's references held back from every fit.
+    "sd-dpx + lstsq, held-back judge": {"method": "sd-dpx", "repair": ("lstsq",), "head_judge": "held-back"},
 }
 
 

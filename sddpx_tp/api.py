@@ -13,7 +13,15 @@ from torch import nn
 from sddpx_tp.accuracy_target import hold_back
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
-from sddpx_tp.head import CrossFittedScores, HeadFit, fit_head, pooled_features, refit_head, with_head
+from sddpx_tp.head import (
+    CrossFittedScores,
+    HeadFit,
+    HeldBackScores,
+    fit_head,
+    pooled_features,
+    refit_head,
+    with_head,
+)
 from sddpx_tp.methods import check_config
 from sddpx_tp.models import check_finite, restrict_to_classes
 from sddpx_tp.progressive import finetune
@@ -150,11 +158,21 @@ def prune(
             references, holdout = hold_back(references, config.holdout, config.seed)
         except ValueError as error:
             raise SettingError(f"{{stop_at_target}} without evaluation images: {error}") from None
-    head, scores = None, None
-    if config.head == "fit":  # a new head for the reference classes, judged by cross-fitting
+    head: HeadFit | None = None
+    scores: CrossFittedScores | HeldBackScores | None = None
+    if config.head == "fit":  # a new head for the reference classes, judged on images it was not fitted on
+        judged = None
+        if config.head_judge == "held-back":  # out of the fit, the relevance and the repairs: they only judge
+            try:
+                references, judged = hold_back(references, config.holdout, config.seed)
+            except ValueError as error:
+                raise SettingError(f"{{head_judge}} held-back: {error}") from None
         head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
                         config.head_folds, config.seed)  # fmt: skip
-        scores = CrossFittedScores(references, len(classes), head.strength, config.head_folds, config.seed)
+        if judged is None:
+            scores = CrossFittedScores(references, len(classes), head.strength, config.head_folds, config.seed)
+        else:
+            scores = HeldBackScores(judged, len(classes))
         unpruned = with_head(model, head.head)
     else:
         unpruned = restrict_to_classes(model, classes)

@@ -32,6 +32,8 @@ from sddpx_tp.training import TrainingConfig
 Compensation = Literal["auto", "adaptive", "always", "never"]
 Head = Literal["keep", "fit"]
 HEADS: tuple[Head, ...] = ("keep", "fit")
+HeadJudge = Literal["cross-fit", "held-back"]
+HEAD_JUDGES: tuple[HeadJudge, ...] = ("cross-fit", "held-back")
 COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
 MAX_SEED = 2**63  # torch generators take 64-bit seeds; a larger one would fail mid-run
@@ -67,6 +69,11 @@ class PruneConfig:
     head: Head = "keep"
     head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
     refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step
+    # With head "fit": what judges the trials on images the head was not fitted on. "cross-fit": every reference,
+    # each predicted by a head fitted on the other folds (the backbone's accuracy, a new head per trial);
+    # "held-back": ``holdout`` of each class's references, kept out of the head's fit and refits, the relevance
+    # and the repairs, predicted by the model's own head (README, "New classes on a frozen backbone").
+    head_judge: HeadJudge = "cross-fit"
     # Repairs without training (sddpx_tp.repairs), applied to every trial and removal: () is the
     # papers' fixed weights; any of "lstsq", "bn", "bias", in that order. Default "lstsq": on the
     # ResNet-18 Fashion-MNIST tasks it lifted the lowest-class AUC from 0.86-0.99 to 0.97-1.00 on the
@@ -81,6 +88,7 @@ class PruneConfig:
     stop_at_target: bool = False  # end the run at the first accepted step that misses the target
     # With stop_at_target and no evaluation images: the share of each class's references held back
     # from relevance, trials, repairs and the head's fit, to judge the target on images the run never used.
+    # With head_judge "held-back": the share of the (remaining) references held back to judge the trials.
     holdout: float = 1 / 3
     relevance: RelevanceConfig = field(default_factory=lambda: RelevanceConfig(normalize=True))
     retraining: TrainingConfig = field(default_factory=TrainingConfig)  # with training images only
@@ -130,6 +138,7 @@ class PruneConfig:
             # > 0: a channel dead on the references would make the system singular.
             (0 < self.ridge < float("inf"), f"{{ridge}} must be > 0 and finite, not {self.ridge}"),
             (2 <= self.head_folds <= 100, f"{{head_folds}} must be in [2, 100], not {self.head_folds}"),
+            (self.head_judge in HEAD_JUDGES, f"{{head_judge}} must be one of {HEAD_JUDGES}, not {self.head_judge!r}"),
             (0 < self.target_accuracy <= 1, f"{{target_accuracy}} must be in (0, 1], not {self.target_accuracy}"),
             (
                 0 <= self.min_class_accuracy <= 1,

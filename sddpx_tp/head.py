@@ -14,6 +14,8 @@ A head's accuracy on the images it was fitted on is 100 % and says nothing about
 pruning damage. ``CrossFittedScores`` measures a model the honest way: the
 references' features are computed once, and every reference is predicted by a head
 fitted on the other folds, so SD-DPX's acceptance sees held-out predictions.
+``HeldBackScores`` is the alternative the issue named: a share of the references never
+enters a fit and judges the model through its own head.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 
 from sddpx_tp.checkpoint import atomic_write
 from sddpx_tp.errors import RunFolderError
-from sddpx_tp.metrics import inference_batch, inference_batches
+from sddpx_tp.metrics import class_scores, inference_batch, inference_batches
 from sddpx_tp.models import classifier_name, replace_classifier
 
 # L2 strengths tried by cross-validation, as multiples of 1 / (number of references), for the objective
@@ -195,6 +197,21 @@ class CrossFittedScores:
         features = pooled_features(model, self.images)
         logits = cross_fitted_logits(features, self.labels, self.classes, self.strength, self.folds, self.seed)
         return class_scores_from_logits(logits, self.labels, self.classes)
+
+
+class HeldBackScores:
+    """Per-class accuracy and confidence of a model as it is (its own head) on references held back from every fit.
+
+    The alternative to :class:`CrossFittedScores`: one forward pass and no fits per trial, but the
+    held-back images are lost to the head's fit, and a trial is judged through the head of the last
+    accepted step, not a head fitted to the trial's backbone."""
+
+    def __init__(self, held_back: tuple[torch.Tensor, torch.Tensor], classes: int) -> None:
+        self.images, self.labels = held_back
+        self.classes = classes
+
+    def __call__(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        return class_scores(model, self.images, self.labels, self.classes)
 
 
 def save_head(path: Path, fit: HeadFit) -> None:

@@ -285,7 +285,12 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
             f"Head: a new linear head (multinomial logistic regression) fitted on the frozen backbone's pooled "
             f"features of the references, L2 strength {fit.strength:g} chosen by {fit.folds}-fold cross-validation "
             f"(cross-validated accuracy {', '.join(f'{value:.3f}' for value in fit.cross_validated_accuracy)}). "
-            "Reference accuracies are cross-fitted: each reference is predicted by a head fitted without it."
+            + (
+                "Reference accuracies are cross-fitted: each reference is predicted by a head fitted without it."
+                if settings.config.head_judge == "cross-fit"
+                else f"Reference accuracies are the model's own, on {settings.config.holdout:.0%} of each class's "
+                "references, held back from the head's fit and refits, the relevance and the repairs."
+            )
         )
     classes = class_table(inputs.references, inputs.spec, new_head=result.head is not None)
     report = write_report(run, result.trajectory, settings.to_dict(), classes, notes)

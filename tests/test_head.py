@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
 
 from sddpx_tp import PruneConfig, prune
+from sddpx_tp.accuracy_target import hold_back
 from sddpx_tp.cli import main
 from sddpx_tp.head import CrossFittedScores, cross_fitted_logits, fit_head, fit_logistic, pooled_features
 from sddpx_tp.models import classifier_name
@@ -94,6 +95,25 @@ def test_prune_with_a_fitted_head_judges_trials_by_cross_fitting(fashion_task: t
     accuracy = [float((predicted[positions == c] == c).double().mean()) for c in (0, 1)]
     assert first.eval_accuracy == pytest.approx(accuracy, abs=1e-6)
     assert min(accuracy) > 0.6
+
+
+def test_a_held_back_judge_scores_the_model_on_references_kept_out_of_the_fit(fashion_task: tuple) -> None:
+    model, references, held_out = fashion_task
+    config = PruneConfig.recommended(head="fit", head_judge="held-back", max_rate=0.2, step=0.1)
+    result = prune(model, references, [0, 6], config, evaluation=held_out, progress=False)
+    assert result.head is not None
+    kept, judged = hold_back((references[0], (references[1] == 6).long()), config.holdout, config.seed)
+    assert judged[1].tolist().count(0) == judged[1].tolist().count(1) == 10  # a third of each class's 30
+    # The head was fitted on the other 40 alone: fitting them again gives it back (fitting all 60 would not).
+    again = fit_head(pooled_features(model, kept[0]), kept[1], 2, config.head_folds, config.seed)
+    assert torch.allclose(again.head.weight, result.head.head.weight, atol=1e-6)
+    everything = fit_head(pooled_features(model, references[0]), (references[1] == 6).long(), 2)
+    assert not torch.allclose(everything.head.weight, result.head.head.weight, atol=1e-3)
+    # The unpruned model is judged through that head on the held-back 20, not by cross-fitting.
+    predicted = result.head.head.logits(pooled_features(model, judged[0])).argmax(1)
+    accuracy = [float((predicted[judged[1] == c] == c).double().mean()) for c in (0, 1)]
+    assert result.trajectory[0].reference_accuracy == pytest.approx(accuracy, abs=1e-6)
+    assert len(result.trajectory) > 1
 
 
 def test_cross_fitted_scores_measure_the_backbone_not_the_head(fashion_task: tuple) -> None:

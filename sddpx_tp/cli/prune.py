@@ -11,7 +11,7 @@ import torch
 from zennit.composites import COMPOSITES
 
 from sddpx_tp.cli.flags import echo_warning, floats
-from sddpx_tp.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEADS, PruneConfig
+from sddpx_tp.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
 from sddpx_tp.methods import available_methods
 from sddpx_tp.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.relevance import RelevanceConfig
@@ -62,6 +62,7 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         head=options["head"],
         head_folds=options["head_folds"],
         refit_head=options["refit_head"],
+        head_judge=options["head_judge"],
         # Naming a target (or asking for the default one) makes the run stop at it.
         target_accuracy=DEFAULTS.target_accuracy if options["target_accuracy"] is None else options["target_accuracy"],
         min_class_accuracy=DEFAULTS.min_class_accuracy
@@ -225,6 +226,13 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     help="--head fit: refit the head on the pruned backbone after every accepted step",
 )
 @click.option(
+    "--head-judge",
+    type=click.Choice(HEAD_JUDGES),
+    default=DEFAULTS.head_judge,
+    help="--head fit: judge trials by heads cross-fitted on every reference, or by the model's own head on "
+    "references held back from its fit (--holdout of each class)",
+)
+@click.option(
     "--target-accuracy",
     type=float,
     help=f"the recommended step keeps this share of the unpruned mean accuracy [{DEFAULTS.target_accuracy}]; "
@@ -241,7 +249,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     type=float,
     default=DEFAULTS.holdout,
     show_default="1/3",
-    help="stopping without --eval: share of each class's references held back to judge the target",
+    help="stopping without --eval, or --head-judge held-back: share of each class's references held back to judge",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
