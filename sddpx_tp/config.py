@@ -65,7 +65,7 @@ class PruneConfig:
     hold: float | None = None  # progressive: stop a layer short when reference H falls more than this
     seed: int = 0
     # "keep": the model's own outputs (labels are output indices); "fit": a new linear head for the
-    # reference classes on the frozen backbone's features, judged by cross-fitting (sddpx_tp.head).
+    # reference classes on the frozen backbone's features, judged as ``head_judge`` says (sddpx_tp.head).
     head: Head = "keep"
     head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
     refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step

@@ -18,11 +18,12 @@ def test_demo_runs_end_to_end_and_reuses_its_cache(tmp_path: Path) -> None:
     summary = json.loads(first.stdout)
     assert "training the source model" in first.stderr
     assert sorted(summary["classes"]) == ["Shirt", "T-shirt-top"]  # folders are read in name order
-    trajectory = json.loads((out / "run" / "report.json").read_text())["trajectory"]
+    report_json = json.loads((out / "run" / "report.json").read_text())
+    trajectory = report_json["trajectory"]
     assert trajectory[-1]["params"] < trajectory[0]["params"]  # it pruned
     # "After" is the step the run recommends. --fast's source model is weak, and whether a pruned step keeps
     # its accuracy depends on the thread count it was trained with; when none does, the unpruned one ships.
-    recommended = json.loads((out / "run" / "report.json").read_text())["recommended"]["step"]
+    recommended = report_json["recommended"]["step"]
     assert summary["params"][1] == trajectory[recommended]["params"]
     assert (summary["onnx_bytes"][1] < summary["onnx_bytes"][0]) == (recommended > 0)
     assert len(summary["held_out_accuracy"][0]) == 2

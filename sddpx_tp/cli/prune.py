@@ -217,7 +217,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     type=click.Choice(HEADS),
     default=DEFAULTS.head,
     help="keep: class folders are outputs of the model; fit: they are your own classes, and a new linear head "
-    "is fitted on the frozen backbone's features (trials judged by cross-fitting)",
+    "is fitted on the frozen backbone's features (trials judged as --head-judge says)",
 )
 @click.option("--head-folds", type=int, default=DEFAULTS.head_folds, help="--head fit: folds of its cross-validation")
 @click.option(
