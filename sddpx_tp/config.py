@@ -34,6 +34,8 @@ Head = Literal["keep", "fit"]
 HEADS: tuple[Head, ...] = ("keep", "fit")
 HeadJudge = Literal["cross-fit", "held-back"]
 HEAD_JUDGES: tuple[HeadJudge, ...] = ("cross-fit", "held-back")
+DEFAULT_HEAD_JUDGE: HeadJudge = "cross-fit"
+DEFAULT_HEAD_FOLDS = 5
 COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
 MAX_SEED = 2**63  # torch generators take 64-bit seeds; a larger one would fail mid-run
@@ -67,13 +69,13 @@ class PruneConfig:
     # "keep": the model's own outputs (labels are output indices); "fit": a new linear head for the
     # reference classes on the frozen backbone's features, judged as ``head_judge`` says (sddpx_tp.head).
     head: Head = "keep"
-    head_folds: int = 5  # with head "fit": folds of the cross-validation and of the cross-fitted trial scores
+    head_folds: int = DEFAULT_HEAD_FOLDS  # with head "fit": folds of its cross-validation and cross-fitted scores
     refit_head: bool = True  # with head "fit": refit the head on the pruned backbone after every accepted step
     # With head "fit": what judges the trials on images the head was not fitted on. "cross-fit": every reference,
     # each predicted by a head fitted on the other folds (the backbone's accuracy, a new head per trial);
     # "held-back": ``holdout`` of each class's references, kept out of the head's fit and refits, the relevance
     # and the repairs, predicted by the model's own head (README, "New classes on a frozen backbone").
-    head_judge: HeadJudge = "cross-fit"
+    head_judge: HeadJudge = DEFAULT_HEAD_JUDGE
     # Repairs without training (sddpx_tp.repairs), applied to every trial and removal: () is the
     # papers' fixed weights; any of "lstsq", "bn", "bias", in that order. Default "lstsq": on the
     # ResNet-18 Fashion-MNIST tasks it lifted the lowest-class AUC from 0.86-0.99 to 0.97-1.00 on the
@@ -145,6 +147,15 @@ class PruneConfig:
                 f"{{min_class_accuracy}} must be in [0, 1], not {self.min_class_accuracy}",
             ),
             (0 < self.holdout < 1, f"{{holdout}} must be in (0, 1), not {self.holdout}"),
+            # Settings of a fitted head would otherwise be silently ignored.
+            (
+                self.head == "fit" or self.head_judge == DEFAULT_HEAD_JUDGE,
+                f"{{head_judge}} {self.head_judge} applies only to a fitted head; add {{head}} fit or leave it out",
+            ),
+            (
+                self.head == "fit" or self.head_folds == DEFAULT_HEAD_FOLDS,
+                f"{{head_folds}} {self.head_folds} applies only to a fitted head; add {{head}} fit or leave it out",
+            ),
         ]
         for passed, message in checks:
             if not passed:

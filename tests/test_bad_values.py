@@ -118,6 +118,9 @@ def test_a_round_to_wider_than_every_layer_is_refused(data: dict[str, Path], tmp
         (["--repair", "bn,{x}"], "--repair takes lstsq, bn, bias, not bn,{x}"),
         (["--repair", "bn,bn"], "--repair names a repair twice"),
         (["--criterion", "entropy"], "Invalid value for '--criterion'"),
+        # A fitted head's settings without --head fit would be ignored: refused instead.
+        (["--head-judge", "held-back"], "--head-judge held-back applies only to a fitted head; add --head fit"),
+        (["--head-folds", "3"], "--head-folds 3 applies only to a fitted head; add --head fit"),
     ],
 )
 def test_bad_repairs_and_criteria_exit_2_before_writing(args: list[str], expected: str, data: dict[str, Path],  # noqa: F811

@@ -17,6 +17,7 @@ from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fi
 from sddpx_tp import PruneConfig, prune
 from sddpx_tp.accuracy_target import hold_back
 from sddpx_tp.cli import main
+from sddpx_tp.errors import SettingError
 from sddpx_tp.head import CrossFittedScores, cross_fitted_logits, fit_head, fit_logistic, pooled_features
 from sddpx_tp.models import classifier_name
 from sddpx_tp.references import load_image_folder
@@ -114,6 +115,14 @@ def test_a_held_back_judge_scores_the_model_on_references_kept_out_of_the_fit(fa
     accuracy = [float((predicted[judged[1] == c] == c).double().mean()) for c in (0, 1)]
     assert result.trajectory[0].reference_accuracy == pytest.approx(accuracy, abs=1e-6)
     assert len(result.trajectory) > 1
+
+
+def test_a_fitted_heads_settings_need_a_fitted_head() -> None:
+    # Ignored silently they would let a user believe a judge or a fold count took effect.
+    for changes in ({"head_judge": "held-back"}, {"head_folds": 3}):
+        with pytest.raises(SettingError, match="applies only to a fitted head"):
+            PruneConfig.recommended(**changes)
+        assert PruneConfig.recommended(head="fit", **changes).head == "fit"
 
 
 def test_cross_fitted_scores_measure_the_backbone_not_the_head(fashion_task: tuple) -> None:
