@@ -26,7 +26,7 @@ from sddpx_tp.methods import check_config
 from sddpx_tp.models import check_finite, restrict_to_classes
 from sddpx_tp.progressive import finetune
 from sddpx_tp.surgery import PrunableModel
-from sddpx_tp.trajectory import LabelledImages, PruningSession, StepRecord
+from sddpx_tp.trajectory import LabelledImages, PruningSession, Scores, StepRecord
 
 
 @dataclass
@@ -85,13 +85,22 @@ def _on_device(images_and_labels: LabelledImages, device: torch.device) -> Label
     return images_and_labels[0].to(device), images_and_labels[1]
 
 
-def _refitting(config: PruneConfig, references: LabelledImages, classes: int, head: HeadFit | None
-               ) -> Callable[[nn.Module], None] | None:  # fmt: skip
-    """With a fitted head and ``refit_head``: refit it on each accepted model's backbone, at the chosen strength."""
+def _refitting(config: PruneConfig, references: LabelledImages, classes: int, head: HeadFit | None,
+               scores: CrossFittedScores | HeldBackScores | None
+               ) -> Callable[[nn.Module], Scores | None] | None:  # fmt: skip
+    """With a fitted head and ``refit_head``: refit it on each accepted model's backbone, at the chosen strength.
+
+    Cross-fitted scores read the same features of the same references as the refit, so the refit
+    returns them too: one forward pass over the references per accepted step instead of two."""
     if head is None or not config.refit_head:
         return None
     strength = head.strength
-    return lambda model: refit_head(model, references, classes, strength)
+
+    def refit(model: nn.Module) -> Scores | None:
+        features = refit_head(model, references, classes, strength)
+        return scores.of_features(features) if isinstance(scores, CrossFittedScores) else None
+
+    return refit
 
 
 def _prunable(model: nn.Module, images: torch.Tensor, config: PruneConfig) -> PrunableModel:
@@ -194,7 +203,7 @@ def prune(
         training=training,
         training_config=config.retraining,
         reference_scores=scores,
-        on_before_accept=_refitting(config, references, len(classes), head),
+        on_before_accept=_refitting(config, references, len(classes), head, scores),
         criterion=config.criterion,
         seed=config.seed,
         repair=config.repair,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from zennit.layer import Sum
 from zennit.types import Activation, AvgPool, BatchNorm
 
 STABILIZER = 1e-6
+# What the rule's carrier is known to be: >= 0 (z+), any sign, or any sign with a value that is 0
+# wherever the carrier is <= 0 (a ReLU6's output against its input).
+CarrierSign = Literal["nonnegative", "signed", "rectified"]
 Reduced = TypeVar("Reduced")
 
 
@@ -126,10 +129,10 @@ class _FastRules:
         weight, bias = module.weight, module.bias
         positive = {"weight": weight.clamp(min=0), "bias": None if bias is None else bias.clamp(min=0)}
         if not bool((x < 0).any()):  # after a ReLU: clamping the input would change nothing
-            return _value_with_gradient_of(output, _forward_with(module, positive, x), nonnegative=True)
+            return _value_with_gradient_of(output, _forward_with(module, positive, x), "nonnegative")
         negative = {"weight": weight.clamp(max=0), "bias": None if bias is None else torch.zeros_like(bias)}
         z_plus = _forward_with(module, positive, x.clamp(min=0)) + _forward_with(module, negative, x.clamp(max=0))
-        return _value_with_gradient_of(output, z_plus, nonnegative=True)
+        return _value_with_gradient_of(output, z_plus, "nonnegative")
 
     def _stabilized_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         x = self.stash.pop(module)
@@ -137,14 +140,14 @@ class _FastRules:
         if not x.requires_grad:
             return _graph_start(output)
         z = module.forward(x)  # the plain forward again, now with a graph: epsilon keeps the weights
-        return _value_with_gradient_of(output, z, nonnegative=False)
+        return _value_with_gradient_of(output, z, "signed")
 
     def _pass_output(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
         x = self.stash.pop(module)
         if not x.requires_grad:
             return _graph_start(output)
         # Gradient times output/input: relevance passes through unchanged.
-        return _value_with_gradient_of(output, x, nonnegative=False)
+        return _value_with_gradient_of(output, x, "rectified" if isinstance(module, nn.ReLU6) else "signed")
 
 
 def _graph_start(output: torch.Tensor) -> torch.Tensor:
@@ -171,21 +174,30 @@ class _RuleGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    def forward(ctx: Any, value: torch.Tensor, carrier: torch.Tensor, sign: CarrierSign) -> torch.Tensor:
         ctx.save_for_backward(value, carrier)
-        ctx.nonnegative = nonnegative
+        ctx.sign = sign
         return value.clone()  # a fresh tensor: a later in-place ReLU must not touch `value`
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
         value, carrier = ctx.saved_tensors
         # zennit's stabilize adds eps times sign (1 at zero): for a carrier >= 0 that is carrier + eps.
-        denominator = carrier + STABILIZER if ctx.nonnegative else stabilize(carrier, STABILIZER)
+        if ctx.sign == "nonnegative":
+            denominator = carrier + STABILIZER
+        elif ctx.sign == "rectified":
+            # The value is 0 wherever the carrier is <= 0 (a ReLU6 and its input), so the quotient is 0
+            # there whatever the denominator; elsewhere it is carrier + eps, as stabilize gives. Two
+            # element-wise passes instead of stabilize's five: the pass rule at ReLU6 was a sixth of
+            # EfficientNet-Lite0's relevance time.
+            denominator = carrier.clamp(min=0).add_(STABILIZER)
+        else:
+            denominator = stabilize(carrier, STABILIZER)
         return None, torch.div(value, denominator, out=denominator).mul_(grad), None
 
 
-def _value_with_gradient_of(value: torch.Tensor, carrier: torch.Tensor, nonnegative: bool) -> torch.Tensor:
-    return _RuleGradient.apply(value.detach(), carrier, nonnegative)
+def _value_with_gradient_of(value: torch.Tensor, carrier: torch.Tensor, sign: CarrierSign) -> torch.Tensor:
+    return _RuleGradient.apply(value.detach(), carrier, sign)
 
 
 def _capture(name: str, rules: _FastRules, results: dict[str, Reduced], reduce: Callable[[torch.Tensor], Reduced]

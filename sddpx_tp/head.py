@@ -173,14 +173,18 @@ def with_head(model: nn.Module, head: LinearHead) -> nn.Module:
     return replace_classifier(model, head.weight.float(), head.bias.float())
 
 
-def refit_head(model: nn.Module, references: tuple[torch.Tensor, torch.Tensor], classes: int, strength: float) -> None:
-    """Refit ``model``'s classifier in place on its (pruned) backbone's features of the references."""
-    head = fit_logistic(pooled_features(model, references[0]), references[1], classes, strength)
+def refit_head(model: nn.Module, references: tuple[torch.Tensor, torch.Tensor], classes: int, strength: float
+               ) -> torch.Tensor:  # fmt: skip
+    """Refit ``model``'s classifier in place on its (pruned) backbone's features of the references;
+    returns those features (the refit leaves the backbone, and so them, unchanged)."""
+    features = pooled_features(model, references[0])
+    head = fit_logistic(features, references[1], classes, strength)
     classifier = model.get_submodule(classifier_name(model))
     assert isinstance(classifier, nn.Linear) and classifier.bias is not None
     with torch.no_grad():
         classifier.weight.copy_(head.weight)
         classifier.bias.copy_(head.bias)
+    return features
 
 
 class CrossFittedScores:
@@ -194,7 +198,10 @@ class CrossFittedScores:
         self.classes, self.strength, self.folds, self.seed = classes, strength, folds, seed
 
     def __call__(self, model: nn.Module) -> tuple[list[float], list[float]]:
-        features = pooled_features(model, self.images)
+        return self.of_features(pooled_features(model, self.images))
+
+    def of_features(self, features: torch.Tensor) -> tuple[list[float], list[float]]:
+        """The scores of a backbone whose pooled features of the references are ``features``."""
         logits = cross_fitted_logits(features, self.labels, self.classes, self.strength, self.folds, self.seed)
         return class_scores_from_logits(logits, self.labels, self.classes)
 

@@ -27,6 +27,7 @@ from sddpx_tp.surgery import GroupScores, PrunableModel
 from sddpx_tp.training import TrainingConfig
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
+Scores = tuple[list[float], list[float]]  # per class: accuracy and mean true-class probability
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ class PruningSession:
         resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
         training: LabelledImages | None = None,
         training_config: TrainingConfig | None = None,
-        reference_scores: Callable[[nn.Module], tuple[list[float], list[float]]] | None = None,
-        on_before_accept: Callable[[nn.Module], None] | None = None,
+        reference_scores: Callable[[nn.Module], Scores] | None = None,
+        on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
         criterion: Criterion = "lrp",
         seed: int = 0,
         repair: tuple[RepairName, ...] = (),
@@ -113,7 +114,9 @@ class PruningSession:
         self.references = references
         # How a model is judged on the references: its own outputs, or (a fitted head) cross-fitted heads.
         self.reference_scores = reference_scores or (lambda model: class_scores(model, *references, classes))
-        self.on_before_accept = on_before_accept  # e.g. refit a fitted head on the pruned backbone
+        # E.g. refit a fitted head on the pruned backbone; it may return the model's reference scores,
+        # when it computed them on the way (they are then not computed again).
+        self.on_before_accept = on_before_accept
         self.evaluation = evaluation
         self.holdout = holdout
         self.stop_at = stop_at
@@ -225,13 +228,17 @@ class PruningSession:
         layer: str | None = None,
     ) -> None:
         """Make ``model`` current and append its record to the trajectory."""
+        scores = None
         if self.on_before_accept is not None:
-            self.on_before_accept(model.model)
+            started = time.perf_counter()
+            scores = self.on_before_accept(model.model)
+            if scores is not None:  # the refit judged the model as well: timed as judging
+                self.reference_seconds += time.perf_counter() - started
         self.current = model
         if "lstsq" in self.repair:  # a resumed run must know which unpruned channel each one is
             self.schedule_state["channel_origins"] = {name: list(kept) for name, kept in model.origins.items()}
         size = measure_size(model.model, self.example_input)
-        reference_accuracy = self._timed_reference_scores(model.model)[0]
+        reference_accuracy = (scores if scores is not None else self._timed_reference_scores(model.model))[0]
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
         eval_accuracy = None
         if self.evaluation is not None:

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
@@ -14,6 +15,7 @@ from sddpx_tp.api import prune
 from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
 from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.reconstruction import Reconstruction
 from sddpx_tp.repairs import recalibrate_batch_norms, step_repair
 from sddpx_tp.surgery import Candidate, PrunableModel
 
@@ -121,6 +123,25 @@ def test_a_same_padding_conv_consumer_is_reconstructed_exactly() -> None:
     assert repaired.consumer.in_channels == 3
     assert _gap(repaired, model, images) < 1e-5
     assert _gap(_remove_with_repair(model, images, "producer", 3, ()), model, images) > 1e-2
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_the_statistics_of_many_rows_match_float64_products(kernel: int) -> None:
+    # 12 images of 40x40 give 19200 rows per consumer: several float32 blocks, added up in float64.
+    model = _ConvPair(kernel).eval()
+    images = _images(12, 40)
+    origins = {name: list(range(module.out_channels)) for name, module in model.named_modules()
+               if isinstance(module, nn.Conv2d)}  # fmt: skip
+    statistics = Reconstruction(model, model, origins, images).statistics["consumer"]
+    with torch.no_grad():  # the reference: the design matrix built by hand, in float64
+        inputs = model.producer(images)
+        patches = F.unfold(inputs.double(), kernel, padding=kernel // 2).transpose(1, 2).reshape(-1, 4 * kernel**2)
+        design = torch.cat([patches, torch.ones(len(patches), 1, dtype=torch.float64)], 1)
+        outputs = model.consumer(inputs).double().permute(0, 2, 3, 1).reshape(-1, 5)
+    assert statistics.gram is not None and statistics.cross is not None, "19200 rows: the Gram form"
+    scale = design.pow(2).sum(0).mean()
+    assert float((statistics.gram - design.T @ design).abs().max() / scale) < 1e-6
+    assert float((statistics.cross - design.T @ outputs).abs().max() / scale) < 1e-6
 
 
 def test_a_linear_consumer_is_reconstructed_exactly_with_its_bias() -> None:
