@@ -1,13 +1,37 @@
-"""sddpx-tp: LRP-guided filter pruning (PX, DPX, SD-DPX) for few-class transfer."""
+"""sddpx-tp: LRP-guided filter pruning (PX, DPX, SD-DPX) for few-class transfer.
+
+The public names are imported on first use (PEP 562), so that importing the package, as the
+command line does before it knows its verb, does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from sddpx_tp.api import PruneResult, prune
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.errors import UnsupportedArchitectureError
-from sddpx_tp.methods import available_methods, register_method
-from sddpx_tp.relevance import RelevanceConfig, conv_layers, filter_relevance, layer_relevance
-from sddpx_tp.training import TrainingConfig
+if TYPE_CHECKING:
+    from sddpx_tp.api import PruneResult, prune
+    from sddpx_tp.config import PruneConfig
+    from sddpx_tp.errors import UnsupportedArchitectureError
+    from sddpx_tp.methods import available_methods, register_method
+    from sddpx_tp.relevance import RelevanceConfig, conv_layers, filter_relevance, layer_relevance
+    from sddpx_tp.training import TrainingConfig
+
+_PUBLIC = {
+    "PruneConfig": "sddpx_tp.config",
+    "PruneResult": "sddpx_tp.api",
+    "RelevanceConfig": "sddpx_tp.relevance",
+    "TrainingConfig": "sddpx_tp.training",
+    "UnsupportedArchitectureError": "sddpx_tp.errors",
+    "available_methods": "sddpx_tp.methods",
+    "conv_layers": "sddpx_tp.relevance",
+    "filter_relevance": "sddpx_tp.relevance",
+    "layer_relevance": "sddpx_tp.relevance",
+    "prune": "sddpx_tp.api",
+    "register_method": "sddpx_tp.methods",
+}
 
 __all__ = [
     "PruneConfig",
@@ -23,3 +47,12 @@ __all__ = [
     "prune",
     "register_method",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sddpx_tp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -7,6 +7,7 @@ command line's flags; an interrupt exits with 130 and says how to resume.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +18,6 @@ import click
 from sddpx_tp import __version__
 from sddpx_tp.cli.flags import flag
 from sddpx_tp.errors import Interrupted, SettingError, UserError
-from sddpx_tp.run_directory import RunDirectory
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -46,6 +46,8 @@ class _OneLineErrors(click.Group):
             click.echo(f"sddpx-tp: error: {message}", err=True)
             sys.exit(EXIT_USAGE)
         except Interrupted as stop:
+            from sddpx_tp.run_directory import RunDirectory  # torch: imported only when a run stopped
+
             where = (
                 f"stopped; {stop.hint}"
                 if stop.hint
@@ -63,23 +65,46 @@ class _OneLineErrors(click.Group):
         return result
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+# Each verb: its module, its command and its one-line help (a test holds them equal to the command's
+# own). The modules are imported only when their verb runs, so that `sddpx-tp --help` does not load
+# torch, zennit and onnxruntime (about 10 s on a busy 2-core machine).
+_VERBS = {
+    "bench": ("sddpx_tp.cli.bench", "bench_command",
+              "Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."),
+    "demo": ("sddpx_tp.cli.demo", "demo_command",
+             "Prune a model for two Fashion-MNIST classes, export it and measure it: all offline."),
+    "export": ("sddpx_tp.cli.export", "export_command",
+               "Export a pruned run (or a registry model) to ONNX, checked against torch."),
+    "prune": ("sddpx_tp.cli.prune", "prune_command",
+              "Prune a pretrained model for the classes of a reference folder (without fine-tuning unless --train)."),
+    "report": ("sddpx_tp.cli.report", "report_command",
+               "Rebuild RUN/report.md from the run, its export and benchmark files."),
+    "sweep": ("sddpx_tp.cli.sweep", "sweep_command",
+              "Run every cell of a sweep config (models x class subsets x grid values) into one folder, and "
+              "tabulate them."),
+}  # fmt: skip
+
+
+class _LazyVerbs(_OneLineErrors):
+    """A group whose verbs' modules are imported on use; its help lists them from :data:`_VERBS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _VERBS:
+            return None
+        module, attribute, _ = _VERBS[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_line) for name, (_, _, help_line) in sorted(_VERBS.items())])
+
+
+@click.group(cls=_LazyVerbs, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="sddpx-tp")
 def main() -> None:
     """LRP-guided filter pruning (PX, DPX, SD-DPX) for few-class transfer."""
-
-
-def _register() -> None:
-    # Verbs live in their own modules, which import only the library (never this module).
-    from sddpx_tp.cli.bench import bench_command
-    from sddpx_tp.cli.demo import demo_command
-    from sddpx_tp.cli.export import export_command
-    from sddpx_tp.cli.prune import prune_command
-    from sddpx_tp.cli.report import report_command
-    from sddpx_tp.cli.sweep import sweep_command
-
-    for command in (demo_command, prune_command, export_command, bench_command, report_command, sweep_command):
-        main.add_command(command)
-
-
-_register()
