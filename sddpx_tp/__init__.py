@@ -56,3 +56,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # looked up once
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})  # the names resolved on first use, too

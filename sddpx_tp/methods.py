@@ -54,6 +54,10 @@ def register_method(
     """Register the decorated function as method ``name`` (a second registration replaces the first)."""
 
     def register(function: MethodFunction) -> MethodFunction:
+        if function.__module__ in _BUILTIN_MODULES and name in _REGISTRY:
+            # The built-ins load on first lookup, which may come after a user replaced one of them:
+            # the user's registration stays.
+            return function
         _REGISTRY[name] = Method(name, function, needs_training, retrains, evaluates_trials)
         return function
 

@@ -48,3 +48,16 @@ def test_every_public_name_of_the_package_resolves_on_first_use() -> None:
         assert getattr(sddpx_tp, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         sddpx_tp.nothing_here  # noqa: B018
+
+
+def test_no_verb_prints_the_help_without_calling_it_an_error() -> None:
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage:") and "error" not in result.stderr, result.stderr
+    assert "  prune  " in result.stderr
+
+
+def test_the_package_lists_its_public_names_before_their_first_use() -> None:
+    script = "import sddpx_tp\nprint('prune' in dir(sddpx_tp), 'PruneConfig' in dir(sddpx_tp))\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "True True", result.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,16 @@ def test_a_run_of_an_older_schema_is_one_line_not_a_traceback(data: dict[str, Pa
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "schema 1" in lines[0] and "Traceback" not in result.output
     assert not run.onnx.exists()
+
+
+def test_a_method_registered_before_the_built_ins_load_replaces_the_built_in() -> None:
+    # A fresh interpreter: in this one the built-ins loaded long ago. The user's "dpx" is registered
+    # before any lookup, which is what loads the built-in "dpx" that must not overwrite it.
+    script = (
+        "from sddpx_tp.methods import get_method, register_method\n"
+        "@register_method('dpx')\ndef mine(session, config):\n    pass\n"
+        "print('dpx is mine:', get_method('dpx').run is mine, 'px built in:', get_method('px').name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "dpx is mine: True px built in: px" in result.stdout, result.stdout

@@ -37,6 +37,9 @@ class _OneLineErrors(click.Group):
             result = super().main(args, prog_name, complete_var, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
+        except click.exceptions.NoArgsIsHelpError as bare:  # `sddpx-tp` alone: the help, not an "error: Usage"
+            click.echo(bare.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
         except click.ClickException as error:
             click.echo(f"sddpx-tp: error: {error.format_message()}", err=True)
             # Usage errors are 2; a command's own exceptions may carry a documented code (export: 3).
