@@ -32,14 +32,14 @@ from fashion_methods import cache_path, task_classes
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.config import PruneConfig
+from sddpx_tp.data.fashion import cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.environment import environment
 from sddpx_tp.export.bench import BenchSettings, bench_onnx, model_facts
 from sddpx_tp.export.onnx import export_onnx
 from sddpx_tp.export.quantize import onnx_class_accuracy, quantize_int8, top1_agreement
-from sddpx_tp.fashion import cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import count_macs
-from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.pruning.config import PruneConfig
 
 RATES = (0.3, 0.5, 0.7)
 

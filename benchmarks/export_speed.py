@@ -20,13 +20,13 @@ import torch
 from torchvision.models import resnet18
 
 from sddpx_tp.api import prune
-from sddpx_tp.checkpoint import atomic_write
-from sddpx_tp.config import PruneConfig
 from sddpx_tp.environment import environment
 from sddpx_tp.export.bench import BenchSettings, bench_onnx, markdown_table, model_facts, speedups
 from sddpx_tp.export.onnx import export_onnx
+from sddpx_tp.files import atomic_write
 from sddpx_tp.metrics import count_macs
-from sddpx_tp.models import restrict_to_classes
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.pruning.config import PruneConfig
 
 
 def main() -> None:

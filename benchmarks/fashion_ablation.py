@@ -29,7 +29,7 @@ import torch
 from fashion_methods import cache_path, run_task
 from results_file import read_results, write_results
 
-from sddpx_tp.fashion import cached_source_model
+from sddpx_tp.data.fashion import cached_source_model
 
 PAPER = {"masked_trials": False}  # SD-DPX as published: K=10, single filters, trials on pruned copies
 DEFAULT = {"round_to": 16}  # the CLI's SD-DPX: masked trials (the API default), aligned bundles of 16

@@ -23,9 +23,9 @@ import torch
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
+from sddpx_tp.data.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, highest_rate_kept, normalized_auc
+from sddpx_tp.pruning.config import PruneConfig
 
 
 def cache_path(architecture: str) -> Path:

@@ -28,9 +28,9 @@ from fashion_methods import cache_path, config_for, task_classes
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
+from sddpx_tp.data.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import per_class_accuracy
-from sddpx_tp.training import TrainingConfig, train
+from sddpx_tp.pruning.training import TrainingConfig, train
 
 SD_DPX = {"round_to": 16}  # the CLI's default engine settings
 

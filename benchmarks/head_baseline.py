@@ -7,7 +7,7 @@ On the unpruned backbones of benchmarks/transfer.py (both sources, the same task
 images): held-out per-class accuracy of ``fit_head`` (L2 strength by cross-validated
 log-loss over a grid), and of scikit-learn's ``LogisticRegression()`` with its
 defaults (C=1, raw features) as the plain baseline. No pruning: this isolates the
-head. Seeds 0-4 chose the grid (see sddpx_tp/head.py); seeds 5-9 report.
+head. Seeds 0-4 chose the grid (see sddpx_tp/pruning/head.py); seeds 5-9 report.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from results_file import write_results
 from transfer import SOURCES, LabelledImages, plain_logistic_accuracy, task_images, unpruned_features
 
-from sddpx_tp.head import fit_head
+from sddpx_tp.pruning.head import fit_head
 
 
 def head_accuracy(features: LabelledImages, held_out: LabelledImages, seed: int) -> tuple[list[float], float]:

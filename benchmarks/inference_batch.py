@@ -16,7 +16,7 @@ import torch
 from results_file import write_results
 
 from sddpx_tp.metrics import class_scores
-from sddpx_tp.registry import create_model
+from sddpx_tp.models.registry import create_model
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torchvision.models import resnet18
 
-from sddpx_tp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
 
 
 def _timed(function: Callable[[], object]) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sddpx_tp.checkpoint import atomic_write
+from sddpx_tp.files import atomic_write
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -36,11 +36,11 @@ from fashion_methods import task_classes
 from results_file import read_results, write_results
 
 from sddpx_tp.api import prune
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
-from sddpx_tp.head import pooled_features
+from sddpx_tp.data.fashion import CLASS_NAMES, cached_source_model, class_subset, load_split, to_model_input
 from sddpx_tp.metrics import auc_lowest_class, highest_rate_kept, normalized_auc
-from sddpx_tp.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
+from sddpx_tp.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.head import pooled_features
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
 

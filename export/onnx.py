@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from sddpx_tp.checkpoint import publish
+from sddpx_tp.files import publish
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4

@@ -27,8 +27,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from sddpx_tp.checkpoint import publish
 from sddpx_tp.export.onnx import batched_outputs, cpu_session
+from sddpx_tp.files import publish
 
 CALIBRATION_BATCH = 32
 EVALUATION_BATCH = 32

@@ -13,24 +13,24 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from sddpx_tp.api import PruneResult, prune
-    from sddpx_tp.config import PruneConfig
     from sddpx_tp.errors import UnsupportedArchitectureError
-    from sddpx_tp.methods import available_methods, register_method
-    from sddpx_tp.relevance import RelevanceConfig, conv_layers, filter_relevance, layer_relevance
-    from sddpx_tp.training import TrainingConfig
+    from sddpx_tp.lrp.relevance import RelevanceConfig, conv_layers, filter_relevance, layer_relevance
+    from sddpx_tp.pruning.config import PruneConfig
+    from sddpx_tp.pruning.method_registry import available_methods, register_method
+    from sddpx_tp.pruning.training import TrainingConfig
 
 _PUBLIC = {
-    "PruneConfig": "sddpx_tp.config",
+    "PruneConfig": "sddpx_tp.pruning.config",
     "PruneResult": "sddpx_tp.api",
-    "RelevanceConfig": "sddpx_tp.relevance",
-    "TrainingConfig": "sddpx_tp.training",
+    "RelevanceConfig": "sddpx_tp.lrp.relevance",
+    "TrainingConfig": "sddpx_tp.pruning.training",
     "UnsupportedArchitectureError": "sddpx_tp.errors",
-    "available_methods": "sddpx_tp.methods",
-    "conv_layers": "sddpx_tp.relevance",
-    "filter_relevance": "sddpx_tp.relevance",
-    "layer_relevance": "sddpx_tp.relevance",
+    "available_methods": "sddpx_tp.pruning.method_registry",
+    "conv_layers": "sddpx_tp.lrp.relevance",
+    "filter_relevance": "sddpx_tp.lrp.relevance",
+    "layer_relevance": "sddpx_tp.lrp.relevance",
     "prune": "sddpx_tp.api",
-    "register_method": "sddpx_tp.methods",
+    "register_method": "sddpx_tp.pruning.method_registry",
 }
 
 __all__ = [

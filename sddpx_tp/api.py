@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sddpx_tp.accuracy_target import hold_back
-from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
-from sddpx_tp.head import (
+from sddpx_tp.models.classifier import check_finite, restrict_to_classes
+from sddpx_tp.pruning.accuracy_target import hold_back
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.head import (
     CrossFittedScores,
     HeadFit,
     HeldBackScores,
@@ -22,11 +23,10 @@ from sddpx_tp.head import (
     refit_head,
     with_head,
 )
-from sddpx_tp.methods import check_config
-from sddpx_tp.models import check_finite, restrict_to_classes
-from sddpx_tp.progressive import finetune
-from sddpx_tp.surgery import PrunableModel
-from sddpx_tp.trajectory import LabelledImages, PruningSession, Scores, StepRecord
+from sddpx_tp.pruning.method_registry import check_config
+from sddpx_tp.pruning.progressive import finetune
+from sddpx_tp.pruning.session import LabelledImages, PruningSession, Scores, StepRecord
+from sddpx_tp.pruning.surgery import PrunableModel
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sddpx_tp.fashion import class_subset, load_split, to_model_input
+from sddpx_tp.data.fashion import class_subset, load_split, to_model_input
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
 

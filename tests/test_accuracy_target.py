@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from test_cli_prune import SPEC, _args, data  # noqa: F401 (data: the shared module fixture)
 
 from sddpx_tp import PruneConfig, prune
-from sddpx_tp.accuracy_target import AccuracyTarget, hold_back
 from sddpx_tp.cli import main
+from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.metrics import per_class_accuracy
-from sddpx_tp.models import restrict_to_classes
-from sddpx_tp.references import load_image_folder
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.pruning.accuracy_target import AccuracyTarget, hold_back
 
 
 def test_the_recommended_step_is_the_last_before_the_first_miss() -> None:

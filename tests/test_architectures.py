@@ -15,20 +15,20 @@ from PIL import Image
 from torch import nn
 from torchvision import models as tv
 
-import sddpx_tp.canonizers
-from sddpx_tp.architectures import (
+import sddpx_tp.lrp.canonizers
+from sddpx_tp.cli import main
+from sddpx_tp.data.fashion import load_split
+from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, UserError
+from sddpx_tp.lrp.architectures import (
     MOBILENET_V2,
     PLAIN_FEED_FORWARD,
     RESNET,
     family_of,
     support_for,
 )
-from sddpx_tp.cli import main
-from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, UserError
-from sddpx_tp.fashion import load_split
-from sddpx_tp.models import classifier_name
-from sddpx_tp.registry import available_models, create_model
-from sddpx_tp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.models.classifier import classifier_name
+from sddpx_tp.models.registry import available_models, create_model
 
 
 def _meta_model(name: str) -> nn.Module:
@@ -94,7 +94,7 @@ def test_efficientnet_lite_has_its_own_record_and_preprocessing() -> None:
 
 
 def test_the_compatibility_names_are_the_same_objects() -> None:
-    assert sddpx_tp.canonizers.UnsupportedArchitectureError is UnsupportedArchitectureError
+    assert sddpx_tp.lrp.canonizers.UnsupportedArchitectureError is UnsupportedArchitectureError
     assert issubclass(UnsupportedArchitectureError, ValueError)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from sddpx_tp.errors import UserError
 from sddpx_tp.export.bench import BenchSettings, _percentiles, check_providers, provider_key
 from sddpx_tp.export.onnx import export_onnx
-from sddpx_tp.run_export import bench_files
+from sddpx_tp.run.export import bench_files
 
 
 def _onnx(path: Path, width: int) -> Path:

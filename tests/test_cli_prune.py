@@ -18,13 +18,13 @@ from helpers import calibrate_batch_norms
 from PIL import Image
 from torchvision import models
 
-from sddpx_tp.checkpoint import load_pruned
 from sddpx_tp.cli import main
-from sddpx_tp.fashion import load_split
+from sddpx_tp.data.fashion import load_split
+from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.metrics import per_class_accuracy
-from sddpx_tp.models import restrict_to_classes
-from sddpx_tp.references import load_image_folder
-from sddpx_tp.registry import ModelSpec
+from sddpx_tp.models.checkpoint import load_pruned
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.models.registry import ModelSpec
 
 
 def _write_class_folders(root: Path, counts: dict[int, int], offset: int) -> None:

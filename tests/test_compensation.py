@@ -9,9 +9,9 @@ from torch import nn
 from torchvision import models
 
 from sddpx_tp.api import prune
-from sddpx_tp.compensation import input_channel_means
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.surgery import Candidate, PrunableModel
+from sddpx_tp.pruning.compensation import input_channel_means
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.surgery import Candidate, PrunableModel
 
 
 def _net_with_a_constant_channel(batch_norm: bool) -> nn.Module:

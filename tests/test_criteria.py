@@ -9,10 +9,10 @@ from helpers import calibrate_batch_norms
 from torch import nn
 
 from sddpx_tp.api import prune
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.criteria import CRITERIA, channel_scores
 from sddpx_tp.errors import SettingError
-from sddpx_tp.surgery import PrunableModel
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.criteria import CRITERIA, channel_scores
+from sddpx_tp.pruning.surgery import PrunableModel
 
 
 def _net() -> nn.Sequential:

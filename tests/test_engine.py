@@ -12,10 +12,8 @@ from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
 
-import sddpx_tp.trajectory as trajectory_module
+import sddpx_tp.pruning.session as trajectory_module
 from sddpx_tp.api import PruneResult, prune
-from sddpx_tp.checkpoint import load_pruned, save_pruned
-from sddpx_tp.config import PruneConfig
 from sddpx_tp.metrics import (
     auc_lowest_class,
     class_scores,
@@ -24,6 +22,8 @@ from sddpx_tp.metrics import (
     highest_rate_kept,
     normalized_auc,
 )
+from sddpx_tp.models.checkpoint import load_pruned, save_pruned
+from sddpx_tp.pruning.config import PruneConfig
 
 
 def _efficientnet_lite0() -> nn.Module:

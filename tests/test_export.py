@@ -20,8 +20,8 @@ from torchvision import models
 import sddpx_tp.export.onnx as onnx_module
 from sddpx_tp.api import prune
 from sddpx_tp.cli import main
-from sddpx_tp.config import PruneConfig
 from sddpx_tp.export.onnx import ParityError, export_onnx, initializer_shapes
+from sddpx_tp.pruning.config import PruneConfig
 
 
 def _efficientnet_lite0() -> nn.Module:
@@ -67,7 +67,7 @@ def test_pruned_export_is_valid_smaller_and_agrees_with_torch(architecture: str,
         assert actual.shape == (batch, 2)
         assert np.abs(actual - expected).max() < 1e-4
 
-    from sddpx_tp.models import restrict_to_classes
+    from sddpx_tp.models.classifier import restrict_to_classes
 
     export_onnx(restrict_to_classes(original, [1, 3]), images, tmp_path / "unpruned.onnx", images)
     assert (tmp_path / "pruned.onnx").stat().st_size < (tmp_path / "unpruned.onnx").stat().st_size

@@ -13,7 +13,7 @@ from test_cli_prune import SPEC
 from test_export_int8 import head_run  # noqa: F401 (the shared module fixture)
 
 from sddpx_tp.cli import main
-from sddpx_tp.references import load_image_folder
+from sddpx_tp.data.references import load_image_folder
 
 
 def _top1(path: Path, images: np.ndarray) -> np.ndarray:

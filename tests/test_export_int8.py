@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from helpers import calibrate_batch_norms
 from torchvision import models
 
-import sddpx_tp.run_quantize as run_quantize
+import sddpx_tp.run.quantize as run_quantize
 from sddpx_tp.cli import main
 from sddpx_tp.export.quantize import quantize_int8
 

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
 
 from sddpx_tp import PruneConfig, prune
-from sddpx_tp.accuracy_target import hold_back
 from sddpx_tp.cli import main
+from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.errors import SettingError
-from sddpx_tp.head import CrossFittedScores, cross_fitted_logits, fit_head, fit_logistic, pooled_features
-from sddpx_tp.models import classifier_name
-from sddpx_tp.references import load_image_folder
+from sddpx_tp.models.classifier import classifier_name
+from sddpx_tp.pruning.accuracy_target import hold_back
+from sddpx_tp.pruning.head import CrossFittedScores, cross_fitted_logits, fit_head, fit_logistic, pooled_features
 
 
 def test_the_fit_is_the_optimum_of_the_regularised_loss() -> None:

@@ -23,9 +23,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sddpx_tp.data.references import ImageSet, check_labels, load_image_folder, read_labels_file, resolve_class
 from sddpx_tp.errors import SettingError, UserError
-from sddpx_tp.references import ImageSet, check_labels, load_image_folder, read_labels_file, resolve_class
-from sddpx_tp.registry import ModelSpec
+from sddpx_tp.models.registry import ModelSpec
 
 SPEC = ModelSpec("test", input_size=28, resize_size=28, mean=(0.0,) * 3, std=(1.0,) * 3)
 IMAGENET_LIKE = ModelSpec("test", input_size=224, resize_size=256, mean=(0.0,) * 3, std=(1.0,) * 3)

@@ -9,7 +9,7 @@ from helpers import calibrate_batch_norms
 from torchvision import models
 
 from sddpx_tp import RelevanceConfig, filter_relevance
-from sddpx_tp.importance import LRPImportance, StaleRelevanceError
+from sddpx_tp.lrp.importance import LRPImportance, StaleRelevanceError
 
 
 def _resnet18_and_references() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:

@@ -23,11 +23,12 @@ from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
 
-from sddpx_tp import demo, fashion
-from sddpx_tp.architectures import canonizers_for
 from sddpx_tp.cli import main
+from sddpx_tp.data import fashion
+from sddpx_tp.data.fashion import DatasetMissingError, load_split, read_idx
 from sddpx_tp.errors import UserError
-from sddpx_tp.fashion import DatasetMissingError, load_split, read_idx
+from sddpx_tp.lrp.architectures import canonizers_for
+from sddpx_tp.run import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = fashion.data_dir()  # Debian's folder (or the user's SDDPX_FASHION_MNIST), read before any test changes it

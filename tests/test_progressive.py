@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sddpx_tp.progressive as progressive_module
+import sddpx_tp.pruning.progressive as progressive_module
 from sddpx_tp.api import PruneResult, ResumePoint, prune
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.fashion import class_subset, load_split, to_model_input
+from sddpx_tp.data.fashion import class_subset, load_split, to_model_input
 from sddpx_tp.metrics import per_class_accuracy
-from sddpx_tp.training import TrainingConfig, modules_up_to
-from sddpx_tp.trajectory import PruningSession
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.session import PruningSession
+from sddpx_tp.pruning.training import TrainingConfig, modules_up_to
 
 
 @pytest.fixture(scope="module")

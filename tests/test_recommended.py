@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sddpx_tp.report import recommended_step, render_markdown
-from sddpx_tp.trajectory import StepRecord
+from sddpx_tp.pruning.session import StepRecord
+from sddpx_tp.run.report import recommended_step, render_markdown
 
 
 def _record(step: int, rate: float, reference: list[float], held_out: list[float] | None) -> StepRecord:

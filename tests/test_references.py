@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from sddpx_tp.data.fashion import load_split
+from sddpx_tp.data.references import load_image_folder, resolve_class
 from sddpx_tp.errors import UserError
-from sddpx_tp.fashion import load_split
-from sddpx_tp.references import load_image_folder, resolve_class
-from sddpx_tp.registry import ModelSpec, imagenet_class_names
+from sddpx_tp.models.registry import ModelSpec, imagenet_class_names
 
 SPEC = ModelSpec("test", input_size=28, resize_size=28, mean=(0.0,) * 3, std=(1.0,) * 3)
 

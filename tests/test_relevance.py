@@ -10,7 +10,7 @@ from torch import nn
 from torchvision import models
 from zennit.canonizers import SequentialMergeBatchNorm
 
-import sddpx_tp.relevance as relevance_module
+import sddpx_tp.lrp.relevance as relevance_module
 from sddpx_tp import RelevanceConfig, UnsupportedArchitectureError, filter_relevance, layer_relevance
 
 EPS = 1e-6

@@ -12,12 +12,12 @@ from torch import nn
 from torchvision import models
 
 from sddpx_tp.api import prune
-from sddpx_tp.config import PruneConfig
 from sddpx_tp.errors import SettingError
-from sddpx_tp.models import restrict_to_classes
-from sddpx_tp.reconstruction import Reconstruction
-from sddpx_tp.repairs import recalibrate_batch_norms, step_repair
-from sddpx_tp.surgery import Candidate, PrunableModel
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.reconstruction import Reconstruction
+from sddpx_tp.pruning.repairs import recalibrate_batch_norms, step_repair
+from sddpx_tp.pruning.surgery import Candidate, PrunableModel
 
 EXACT = 1e-10  # a ridge this small leaves an exactly representable target exact (to float rounding)
 

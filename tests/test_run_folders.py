@@ -15,8 +15,8 @@ from refusals import _copy_run, _interrupted_copy, _refused, _snapshot, _user_fi
 from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
 
 from sddpx_tp.cli import main
-from sddpx_tp.owned_folder import OwnedFolder
-from sddpx_tp.run_directory import RunDirectory
+from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.owned_folder import OwnedFolder
 
 # --- run folders ----------------------------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ def test_a_crash_after_pruning_leaves_a_run_that_resumes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sddpx_tp.run as run_module
+    import sddpx_tp.run.workflow as run_module
 
     real = run_module.write_report
 
@@ -281,7 +281,7 @@ def test_input_files_inside_the_output_folder_are_refused(finished_run: Path, da
 
 
 def test_an_interrupt_while_a_checkpoint_is_saved_waits_for_it() -> None:
-    from sddpx_tp.run_directory import interrupts_deferred
+    from sddpx_tp.run.folder import interrupts_deferred
 
     saved = []
     with pytest.raises(KeyboardInterrupt), interrupts_deferred():

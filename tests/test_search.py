@@ -7,13 +7,13 @@ import torch
 from helpers import calibrate_batch_norms
 from torchvision import models
 
-import sddpx_tp.trajectory as trajectory_module
+import sddpx_tp.pruning.session as trajectory_module
 from sddpx_tp.api import PruneResult, prune
-from sddpx_tp.compensation import input_channel_means
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.models import restrict_to_classes
-from sddpx_tp.relevance import RelevanceConfig, filter_relevance
-from sddpx_tp.surgery import Candidate, PrunableModel
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.models.classifier import restrict_to_classes
+from sddpx_tp.pruning.compensation import input_channel_means
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.surgery import Candidate, PrunableModel
 
 
 def _run(task: tuple, **options: object) -> PruneResult:

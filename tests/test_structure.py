@@ -77,8 +77,8 @@ def test_the_import_graph_is_read_from_the_sources() -> None:
     modules = _modules()
     graph = {name: _imports(path, name, set(modules)) for name, path in modules.items()}
     # Facts any reader can check in the files: the CLI calls the workflow, the workflow calls prune.
-    assert "sddpx_tp.run" in graph["sddpx_tp.cli.prune"]
-    assert "sddpx_tp.api" in graph["sddpx_tp.run"]
+    assert "sddpx_tp.run.workflow" in graph["sddpx_tp.cli.prune"]
+    assert "sddpx_tp.api" in graph["sddpx_tp.run.workflow"]
     assert "sddpx_tp.export.onnx" in graph["sddpx_tp.export.bench"]
 
 
@@ -98,3 +98,67 @@ def test_the_library_never_imports_the_command_line() -> None:
 def test_no_module_over_400_lines() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert {name: lines for name, lines in sizes.items() if lines > 400} == {}
+
+
+# The floors of the pipeline, bottom up: a module may import its own floor and the floors below it,
+# never one above (the floor plan in docs/architecture.md). Every module must be on a floor.
+FLOORS = (
+    ("sddpx_tp.errors", "sddpx_tp.files", "sddpx_tp.metrics", "sddpx_tp.environment"),
+    ("sddpx_tp.lrp", "sddpx_tp.export"),
+    ("sddpx_tp.models",),
+    ("sddpx_tp.data",),
+    ("sddpx_tp.pruning",),
+    ("sddpx_tp.api",),
+    ("sddpx_tp.run",),
+    ("sddpx_tp.sweep",),
+    ("sddpx_tp.cli",),
+)
+
+
+def _floor(module: str) -> int:
+    """The floor of a module: that of the longest prefix named in FLOORS (-1: on none). The package's
+    ``__init__`` is the facade above them all: it names the public API of every floor."""
+    if module == "sddpx_tp":
+        return len(FLOORS)
+    best, floor = "", -1
+    for level, prefixes in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, floor = prefix, level
+    return floor
+
+
+def test_floor_finder_places_modules_by_their_longest_prefix() -> None:
+    assert _floor("sddpx_tp.pruning.session") == 4
+    assert _floor("sddpx_tp.export.bench") == 1
+    assert _floor("sddpx_tp.errors") == 0
+    assert _floor("sddpx_tp.somewhere_new") == -1
+    assert _floor("sddpx_tp") == len(FLOORS)
+
+
+def test_every_module_is_on_a_named_floor() -> None:
+    assert [name for name in _modules() if _floor(name) < 0] == []
+
+
+def test_imports_only_point_down_the_floors() -> None:
+    modules = _modules()
+    upward = sorted(
+        (name, target)
+        for name, path in modules.items()
+        for target in _imports(path, name, set(modules))
+        if _floor(target) > _floor(name)
+    )
+    assert upward == []
+
+
+def test_the_floor_plan_names_every_module() -> None:
+    plan = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [
+        str(path.relative_to(ROOT))
+        for name, path in _modules().items()
+        if path.name != "__init__.py"
+        and f"`{path.name}`" not in plan
+        and f"`{path.relative_to(ROOT)}`" not in plan
+        and not name.startswith("sddpx_tp.cli.")  # the verbs are listed by name
+    ]
+    assert missing == []

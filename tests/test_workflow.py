@@ -18,13 +18,13 @@ from torchvision import models
 from sddpx_tp.api import prune
 from sddpx_tp.cli import main
 from sddpx_tp.cli.prune import config_from_options, prune_command
-from sddpx_tp.config import PruneConfig
-from sddpx_tp.methods import available_methods, register_method
-from sddpx_tp.run import prune_run
-from sddpx_tp.run_directory import RunDirectory
-from sddpx_tp.run_export import export_run
-from sddpx_tp.run_settings import ImageFolders, ModelSource, Preprocessing, RunSettings
-from sddpx_tp.trajectory import PruningSession
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.method_registry import available_methods, register_method
+from sddpx_tp.pruning.session import PruningSession
+from sddpx_tp.run.export import export_run
+from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.settings import ImageFolders, ModelSource, Preprocessing, RunSettings
+from sddpx_tp.run.workflow import prune_run
 
 calls: list[str] = []
 
@@ -154,7 +154,7 @@ def test_a_method_registered_before_the_built_ins_load_replaces_the_built_in() -
     # A fresh interpreter: in this one the built-ins loaded long ago. The user's "dpx" is registered
     # before any lookup, which is what loads the built-in "dpx" that must not overwrite it.
     script = (
-        "from sddpx_tp.methods import get_method, register_method\n"
+        "from sddpx_tp.pruning.method_registry import get_method, register_method\n"
         "@register_method('dpx')\ndef mine(session, config):\n    pass\n"
         "print('dpx is mine:', get_method('dpx').run is mine, 'px built in:', get_method('px').name)\n"
     )

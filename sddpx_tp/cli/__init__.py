@@ -49,7 +49,7 @@ class _OneLineErrors(click.Group):
             click.echo(f"sddpx-tp: error: {message}", err=True)
             sys.exit(EXIT_USAGE)
         except Interrupted as stop:
-            from sddpx_tp.run_directory import RunDirectory  # torch: imported only when a run stopped
+            from sddpx_tp.run.folder import RunDirectory  # torch: imported only when a run stopped
 
             where = (
                 f"stopped; {stop.hint}"

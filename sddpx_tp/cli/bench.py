@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table
-from sddpx_tp.run_directory import RunDirectory
-from sddpx_tp.run_export import bench_files, bench_run
+from sddpx_tp.run.export import bench_files, bench_run
+from sddpx_tp.run.folder import RunDirectory
 
 
 @click.command("bench")

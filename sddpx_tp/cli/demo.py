@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from sddpx_tp.demo import run_demo
-from sddpx_tp.methods import available_methods
+from sddpx_tp.pruning.method_registry import available_methods
+from sddpx_tp.run.demo import run_demo
 
 
 @click.command("demo")

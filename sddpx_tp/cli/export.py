@@ -11,10 +11,10 @@ import click
 
 from sddpx_tp.errors import UserError
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, ParityError
-from sddpx_tp.run_directory import RunDirectory
-from sddpx_tp.run_export import export_run, export_source
-from sddpx_tp.run_quantize import DEFAULT_MAX_ACCURACY_DROP, QUANTIZATIONS, AccuracyDropError
-from sddpx_tp.run_settings import ModelSource
+from sddpx_tp.run.export import export_run, export_source
+from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.quantize import DEFAULT_MAX_ACCURACY_DROP, QUANTIZATIONS, AccuracyDropError
+from sddpx_tp.run.settings import ModelSource
 
 # Documented in the README: the export ran, but ONNX Runtime disagrees with torch, or int8 costs
 # more accuracy than --max-accuracy-drop allows. Nothing is written in either case.

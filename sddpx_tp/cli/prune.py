@@ -11,13 +11,13 @@ import torch
 from zennit.composites import COMPOSITES
 
 from sddpx_tp.cli.flags import echo_warning, floats
-from sddpx_tp.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
-from sddpx_tp.methods import available_methods
-from sddpx_tp.references import DEFAULT_MAX_PIXELS
-from sddpx_tp.relevance import RelevanceConfig
-from sddpx_tp.run import prune_run
-from sddpx_tp.run_settings import ImageFolders, ModelSource, Preprocessing, RunSettings
-from sddpx_tp.training import OPTIMIZERS, TrainingConfig
+from sddpx_tp.data.references import DEFAULT_MAX_PIXELS
+from sddpx_tp.lrp.relevance import RelevanceConfig
+from sddpx_tp.pruning.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
+from sddpx_tp.pruning.method_registry import available_methods
+from sddpx_tp.pruning.training import OPTIMIZERS, TrainingConfig
+from sddpx_tp.run.settings import ImageFolders, ModelSource, Preprocessing, RunSettings
+from sddpx_tp.run.workflow import prune_run
 
 
 class _MethodChoice(click.Choice):

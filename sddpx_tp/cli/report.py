@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from sddpx_tp.report import refresh_run_report
-from sddpx_tp.run_directory import RunDirectory
-from sddpx_tp.run_export import latency_curve
+from sddpx_tp.run.export import latency_curve
+from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.report import refresh_run_report
 
 
 @click.command("report")

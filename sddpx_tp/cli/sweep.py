@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from sddpx_tp.sweep import run_sweep
-from sddpx_tp.sweep_backends import Backend, LocalBackend, RayBackend, cpu_count
-from sddpx_tp.sweep_config import read_config
+from sddpx_tp.sweep.backends import Backend, LocalBackend, RayBackend, cpu_count
+from sddpx_tp.sweep.config import read_config
+from sddpx_tp.sweep.runner import run_sweep
 
 EXIT_CELLS_FAILED = 1  # the sweep ran to its end, but some cells failed (each is named on stderr and in the table)
 DEFAULT_WORKERS = min(8, cpu_count())

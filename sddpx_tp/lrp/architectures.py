@@ -1,0 +1,166 @@
+"""One record per architecture family that relevance can be propagated through correctly.
+
+In the spirit of timm's pretrained configs and zennit's torchvision canonizers, an
+:class:`ArchitectureSupport` says everything sddpx-tp needs to know about a family:
+how to recognise a model of it, which canonizers make it canonical for LRP, which
+extra leaf layers it may contain, how its inputs are preprocessed, where its
+classifier head is, and which torchvision builders make it. A new family is one new
+record in :func:`families`; nothing else dispatches on model types.
+
+:func:`support_for` runs a family's checks once (leaf layers, and for plain nets an
+fx trace); :meth:`ArchitectureSupport.canonizers` then only builds canonizers, so a
+relevance pass over many batches checks the model once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+from torchvision import models as tv
+from torchvision.models.mobilenetv2 import MobileNetV2
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
+from zennit.torchvision import ResNetCanonizer
+
+from sddpx_tp.lrp.canonizers import (
+    check_leaves,
+    check_plain_feed_forward,
+    efficientnet_lite_canonizers,
+    efficientnet_types,
+    mobilenet_v2_canonizers,
+    refuse_foreign_inverted_residuals,
+    refuse_squeeze_excitation,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# TF-Lite models normalise with (x - 127) / 128.
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A family's input defaults: normalisation, crop size, resize before the crop."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: int = 224
+    resize_size: int = 256
+
+
+IMAGENET_PREPROCESSING = Preprocessing()
+
+
+def last_linear(model: nn.Module) -> str:
+    """Qualified name of the last ``nn.Linear`` in module order: the class head of most classifiers."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head to restrict to chosen classes")
+    return names[-1]
+
+
+def _nothing_to_refuse(model: nn.Module) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ArchitectureSupport:
+    """What one architecture family needs for correct LRP, and how to feed and restrict it."""
+
+    family: str
+    matches: Callable[[nn.Module], bool]  # cheap: types only, no checks
+    canonizers: Callable[[nn.Module], list[Canonizer]]  # builds them, checks nothing (see check)
+    extra_leaf_types: tuple[type, ...] = ()  # leaf layers allowed besides the ones with LRP rules
+    # Structural refusals the leaf check cannot see (gating products, blocks out of place); run first.
+    refuse: Callable[[nn.Module], None] = _nothing_to_refuse
+    # Families without a known block structure must prove their graph feed-forward by an fx trace.
+    traced: bool = False
+    preprocessing: Preprocessing = IMAGENET_PREPROCESSING
+    classifier: Callable[[nn.Module], str] = last_linear  # qualified name of the class head
+    torchvision_modules: tuple[str, ...] = ()  # modules of the torchvision builders that make this family
+
+    def check(self, model: nn.Module) -> None:
+        """Raise :class:`UnsupportedArchitectureError` if relevance through ``model`` would be wrong."""
+        self.refuse(model)
+        check_leaves(model, self.extra_leaf_types)
+        if self.traced:
+            check_plain_feed_forward(model)
+
+
+def _has_resnet_blocks(model: nn.Module) -> bool:
+    return any(isinstance(module, (BasicBlock, Bottleneck)) for module in model.modules())
+
+
+RESNET = ArchitectureSupport(
+    family="resnet",  # resnet*, wide_resnet*, resnext*: BasicBlock / Bottleneck
+    matches=_has_resnet_blocks,
+    canonizers=lambda model: [ResNetCanonizer()],
+    torchvision_modules=("torchvision.models.resnet",),
+)
+MOBILENET_V2 = ArchitectureSupport(
+    family="mobilenet_v2",
+    matches=lambda model: isinstance(model, MobileNetV2),
+    canonizers=mobilenet_v2_canonizers,
+    torchvision_modules=("torchvision.models.mobilenetv2",),
+)
+PLAIN_FEED_FORWARD = ArchitectureSupport(
+    family="plain feed-forward",  # VGG, AlexNet, plain conv nets: anything the fx check accepts
+    matches=lambda model: True,
+    canonizers=lambda model: [SequentialMergeBatchNorm()],
+    refuse=refuse_foreign_inverted_residuals,
+    traced=True,
+    torchvision_modules=("torchvision.models.vgg", "torchvision.models.alexnet"),
+)
+
+
+def _efficientnet_lite() -> ArchitectureSupport | None:
+    types = efficientnet_types()
+    if types is None:  # the optional package is not installed: no such models can exist
+        return None
+    network, _, padding = types
+    return ArchitectureSupport(
+        family="efficientnet_lite",
+        matches=lambda model: isinstance(model, network),
+        canonizers=efficientnet_lite_canonizers,
+        extra_leaf_types=(padding,),  # its own Identity pads nothing
+        refuse=refuse_squeeze_excitation,
+        preprocessing=Preprocessing(mean=LITE_MEAN, std=LITE_STD),
+    )
+
+
+@functools.cache
+def families() -> tuple[ArchitectureSupport, ...]:
+    """Every record, in the order they are tried; the plain feed-forward one matches anything, so comes last."""
+    lite = _efficientnet_lite()
+    return (RESNET, MOBILENET_V2, *([lite] if lite is not None else []), PLAIN_FEED_FORWARD)
+
+
+def family_of(model: nn.Module) -> ArchitectureSupport:
+    """The record that recognises ``model``, without checking that it is supported (see :func:`support_for`)."""
+    return next(support for support in families() if support.matches(model))
+
+
+def support_for(model: nn.Module) -> ArchitectureSupport:
+    """The record for ``model``, after its checks (leaf layers; an fx trace for plain nets) passed.
+
+    Raises :class:`~sddpx_tp.errors.UnsupportedArchitectureError` for a model whose
+    relevance would be silently wrong (unknown residual blocks, gating products,
+    unknown layers).
+    """
+    support = family_of(model)
+    support.check(model)
+    return support
+
+
+def canonizers_for(model: nn.Module) -> list[Canonizer]:
+    """The zennit canonizers that make ``model`` canonical for LRP, after checking it is supported."""
+    return support_for(model).canonizers(model)
+
+
+def torchvision_family(name: str) -> ArchitectureSupport | None:
+    """The record for torchvision model ``name``, known from its builder's module (nothing is built)."""
+    module = tv.get_model_builder(name).__module__
+    return next((support for support in families() if module in support.torchvision_modules), None)

