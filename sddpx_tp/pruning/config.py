@@ -24,7 +24,7 @@ from typing import Any, Literal
 from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.lrp.relevance import RelevanceConfig
 from sddpx_tp.pruning.accuracy_target import AccuracyTarget
-from sddpx_tp.pruning.criteria import CRITERIA, Criterion
+from sddpx_tp.pruning.criteria import CriterionChoice, criterion_label, criterion_problem
 from sddpx_tp.pruning.reconstruction import DEFAULT_RIDGE
 from sddpx_tp.pruning.repairs import REPAIRS, RepairName
 from sddpx_tp.pruning.training import TrainingConfig
@@ -82,7 +82,9 @@ class PruneConfig:
     # tuning seeds 0-4 and ended the accuracy cascade (README, "Repairs without training").
     repair: tuple[RepairName, ...] = ("lstsq",)
     ridge: float = DEFAULT_RIDGE  # with repair "lstsq": ridge strength, relative to the mean Gram diagonal
-    criterion: Criterion = "lrp"  # what ranks the channels: LRP relevance, or a baseline (sddpx_tp.pruning.criteria)
+    # What ranks the channels: LRP relevance, a baseline, or a user's torch-pruning Importance (an instance, or
+    # "module:attribute" naming one; sddpx_tp.pruning.criteria).
+    criterion: CriterionChoice = "lrp"
     # The step a run recommends (and ``export`` writes by default) keeps these shares of the unpruned
     # accuracy: of the mean, and of each class's own (sddpx_tp.pruning.accuracy_target).
     target_accuracy: float = 0.95
@@ -134,7 +136,7 @@ class PruneConfig:
             (self.compensation in COMPENSATIONS, f"{{compensation}} must be one of {COMPENSATIONS}"),
             (0 <= self.seed < MAX_SEED, f"{{seed}} must be in [0, 2**63), not {self.seed}"),
             (self.head in HEADS, f"{{head}} must be one of {HEADS}, not {self.head!r}"),
-            (self.criterion in CRITERIA, f"{{criterion}} must be one of {CRITERIA}, not {literal(self.criterion)!r}"),
+            (criterion_problem(self.criterion) is None, str(criterion_problem(self.criterion))),
             (set(self.repair) <= set(REPAIRS), f"{{repair}} takes {', '.join(REPAIRS)}, not {literal(repairs)}"),
             (len(set(self.repair)) == len(self.repair), f"{{repair}} names a repair twice: {literal(repairs)}"),
             # > 0: a channel dead on the references would make the system singular.
@@ -165,8 +167,8 @@ class PruneConfig:
             raise SettingError("{compensation} adaptive needs {masked_trials}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types; :meth:`from_dict` reads it back."""
-        return dataclasses.asdict(self)
+        """Plain JSON types; :meth:`from_dict` reads it back (a user's importance as its class's reference)."""
+        return dataclasses.asdict(dataclasses.replace(self, criterion=criterion_label(self.criterion)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:

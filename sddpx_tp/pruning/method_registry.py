@@ -26,6 +26,7 @@ from typing import Literal
 
 from sddpx_tp.errors import SettingError
 from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.criteria import names_code, user_importance
 from sddpx_tp.pruning.session import PruningSession
 
 MethodFunction = Callable[[PruningSession, PruneConfig], None]
@@ -98,6 +99,8 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
     ``has_training``: training images are given (or, in a front end, a folder of them).
     """
     method = get_method(config.method)
+    if names_code(config.criterion):
+        user_importance(config.criterion)  # an unimportable criterion is refused before anything runs
     finetunes = config.retraining.finetune_epochs > 0
     if method.retrains and finetunes:
         raise SettingError(

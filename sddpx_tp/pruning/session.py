@@ -21,7 +21,7 @@ from sddpx_tp.lrp.architectures import support_for
 from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.pruning.accuracy_target import AccuracyTarget, recommended_record
-from sddpx_tp.pruning.criteria import Criterion, channel_scores
+from sddpx_tp.pruning.criteria import CriterionChoice, channel_scores
 from sddpx_tp.pruning.repairs import RepairName, StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
 from sddpx_tp.pruning.training import TrainingConfig
@@ -94,7 +94,7 @@ class PruningSession:
         training_config: TrainingConfig | None = None,
         reference_scores: Callable[[nn.Module], Scores] | None = None,
         on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
-        criterion: Criterion = "lrp",
+        criterion: CriterionChoice = "lrp",
         seed: int = 0,
         repair: tuple[RepairName, ...] = (),
         original_model: nn.Module | None = None,

@@ -29,6 +29,7 @@ from sddpx_tp.data.fashion import CLASS_NAMES, default_cache_dir
 from sddpx_tp.errors import SettingError, UserError
 from sddpx_tp.lrp.relevance import RelevanceConfig
 from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.criteria import names_code
 from sddpx_tp.pruning.training import TrainingConfig
 from sddpx_tp.run.settings import ModelSource, Preprocessing
 from sddpx_tp.sweep.reader import ConfigError, ConfigReader, shown
@@ -358,7 +359,12 @@ def _option(reader: ConfigReader, name: str, value: Any, key: str, record: type[
             raise reader.fail(key, f"must be a list of names or one comma-separated string, not {shown(value)}")
         names = [reader.string(item, key).strip() for item in names]
         return [] if names == ["none"] else names
-    return reader.string(value, key)  # str and the Literal aliases (method names, compensation, ...)
+    text = reader.string(value, key)  # str and the Literal aliases (method names, compensation, ...)
+    if record is PruneConfig and name == "criterion" and names_code(text):
+        # A config file someone hands you must not make sddpx-tp import code (README, bad input).
+        raise reader.fail(key, f"names Python code ({text}); a config file may not: use a built-in criterion "
+                          "here, or sddpx-tp prune --criterion, or the Python API")  # fmt: skip
+    return text
 
 
 def _grid(reader: ConfigReader, table: dict[str, Any], options: dict[str, Any]) -> dict[str, list[Any]]:
