@@ -4,14 +4,14 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint install data
+.PHONY: demo test lint docs install data
 
 $(BIN)/sddpx-tp: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: '$(PYTHON)' cannot create a virtual environment \
 	(import ensurepip, venv failed): run 'apt-get install python3-venv' on Debian/Ubuntu, or pass PYTHON=/path/to/python3.11+" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,docs]"
 	touch $@
 
 install: $(BIN)/sddpx-tp
@@ -31,5 +31,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install data lint
+# The documentation site, built strictly (a broken link or docstring fails it) into site/ (ignored by git).
+# NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2, not a warning about these docs.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: install data lint docs
 	$(BIN)/pytest -q -n 2 --durations=20

@@ -5,7 +5,7 @@ Two presets:
 * :meth:`PruneConfig.recommended` (the default of ``prune`` and of ``sddpx-tp prune``):
   SD-DPX with aligned bundles of 16 channels, least-squares repair of the consumers
   (``lstsq``, which makes compensation unnecessary) and patience 2, chosen by measurement
-  (README, "Beyond the paper" and "Repairs without training").
+  (docs/results/beyond-the-paper.md and repairs.md).
 * :meth:`PruneConfig.paper`: the papers' semantics (single filters, fixed weights: no
   compensation and no repair, no patience). Its trials are masked, which changes the cost, not the result.
 
@@ -74,12 +74,12 @@ class PruneConfig:
     # With head "fit": what judges the trials on images the head was not fitted on. "cross-fit": every reference,
     # each predicted by a head fitted on the other folds (the backbone's accuracy, a new head per trial);
     # "held-back": ``holdout`` of each class's references, kept out of the head's fit and refits, the relevance
-    # and the repairs, predicted by the model's own head (README, "New classes on a frozen backbone").
+    # and the repairs, predicted by the model's own head (docs/results/transfer.md).
     head_judge: HeadJudge = DEFAULT_HEAD_JUDGE
     # Repairs without training (sddpx_tp.pruning.repairs), applied to every trial and removal: () is the
     # papers' fixed weights; any of "lstsq", "bn", "bias", in that order. Default "lstsq": on the
     # ResNet-18 Fashion-MNIST tasks it lifted the lowest-class AUC from 0.86-0.99 to 0.97-1.00 on the
-    # tuning seeds 0-4 and ended the accuracy cascade (README, "Repairs without training").
+    # tuning seeds 0-4 and ended the accuracy cascade (docs/results/repairs.md).
     repair: tuple[RepairName, ...] = ("lstsq",)
     ridge: float = DEFAULT_RIDGE  # with repair "lstsq": ridge strength, relative to the mean Gram diagonal
     # What ranks the channels: LRP relevance, a baseline, or a user's torch-pruning Importance (an instance, or

@@ -35,7 +35,7 @@ from sddpx_tp.metrics import inference_batch, inference_batches
 from sddpx_tp.pruning.compensation import following_batch_norms
 
 # Chosen on the ResNet-18 Fashion-MNIST tuning tasks (seeds 0-4): lowest-class AUC is flat from 1e-2 to
-# 0.3 and falls at 1e-4 and at 1 (README, "Repairs without training").
+# 0.3 and falls at 1e-4 and at 1 (docs/results/repairs.md).
 DEFAULT_RIDGE = 0.1
 
 

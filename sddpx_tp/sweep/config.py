@@ -361,7 +361,7 @@ def _option(reader: ConfigReader, name: str, value: Any, key: str, record: type[
         return [] if names == ["none"] else names
     text = reader.string(value, key)  # str and the Literal aliases (method names, compensation, ...)
     if record is PruneConfig and name == "criterion" and names_code(text):
-        # A config file someone hands you must not make sddpx-tp import code (README, bad input).
+        # A config file someone hands you must not make sddpx-tp import code (docs/cli.md, bad input).
         raise reader.fail(key, f"names Python code ({text}); a config file may not: use a built-in criterion "
                           "here, or sddpx-tp prune --criterion, or the Python API")  # fmt: skip
     return text
