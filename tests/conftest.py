@@ -1,14 +1,18 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules (the plain helpers they are built from are in helpers.py)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
+from helpers import fashion_folders, prune_args
 from torch import nn
 
+from sddpx_tp.cli import main
 from sddpx_tp.data.fashion import class_subset, load_split, to_model_input
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
@@ -67,3 +71,35 @@ def fashion_task() -> tuple[nn.Module, LabelledImages, LabelledImages]:
         (to_model_input(reference_images, 28), reference_labels),
         (to_model_input(held_out[0], 28), held_out[1]),
     )
+
+
+# --- small CLI runs on Fashion-MNIST images -------------------------------------------------------------
+# Module-scoped: each test module that asks gets its own copy, made once. test_workflow and test_sweep define
+# their own `data`, and test_export its own `finished_run`, which override these in their modules.
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Reference (8 a class) and held-out (16 a class) images of T-shirts (0) and shirts (6), and ResNet-18 weights."""
+    return fashion_folders(tmp_path_factory.mktemp("data"), {0: 8, 6: 8}, {0: 16, 6: 16})
+
+
+@pytest.fixture(scope="module")
+def finished_run(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of `prune` on `data` to filter rate 0.2, finished: for the tests that damage or reuse a run."""
+    run = tmp_path_factory.mktemp("hardening") / "run"
+    result = CliRunner().invoke(main, [*prune_args(data, run), "--max-rate", "0.2", "--step", "0.1"])
+    assert result.exit_code == 0, result.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run that fits a head (``--head fit``), its held-out images in ``head_run.parent / "eval"``."""
+    root = tmp_path_factory.mktemp("int8")
+    data = fashion_folders(root, {0: 8, 6: 8}, {0: 16, 6: 16})
+    run = root / "run"
+    arguments = [*prune_args(data, run), "--eval", str(root / "eval"), "--head", "fit", "--max-rate", "0.25"]
+    result = CliRunner().invoke(main, [*arguments, "--step", "0.25"])
+    assert result.exit_code == 0, result.stderr
+    return run

@@ -1,4 +1,5 @@
-"""What the hostile-input tests share: one way to check a refusal, snapshots, a finished run to damage.
+"""What the hostile-input tests share: one way to check a refusal, snapshots, copies of a finished run to damage
+(the `finished_run` fixture itself is in conftest.py).
 
 Every refusal is checked the same way: exit code 2, one line on stderr, no traceback,
 and nothing written or changed (byte for byte where user files are involved).
@@ -9,14 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner, Result
-from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
-
-from sddpx_tp.cli import main
+from click.testing import Result
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
+def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes (folders as empty entries): to prove nothing changed."""
     return {
         str(path.relative_to(root)): path.read_bytes() if path.is_file() else b"<dir>"
@@ -24,7 +21,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
-def _refused(result: Result, expected: str) -> str:
+def refused(result: Result, expected: str) -> str:
     """The one error line, after checking exit code 2, a single line and no traceback."""
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()
@@ -34,30 +31,22 @@ def _refused(result: Result, expected: str) -> str:
     return lines[0]
 
 
-def _user_files(folder: Path) -> None:
+def write_user_files(folder: Path) -> None:
     (folder / "notes").mkdir(parents=True)
     (folder / "thesis.tex").write_text("years of work")
     (folder / "notes" / "data.bin").write_bytes(bytes(range(256)))
     (folder / "model.pt").write_bytes(b"my own file, which happens to share a run file's name")
 
 
-@pytest.fixture(scope="module")
-def finished_run(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    run = tmp_path_factory.mktemp("hardening") / "run"
-    result = CliRunner().invoke(main, [*_args(data, run), "--max-rate", "0.2", "--step", "0.1"])
-    assert result.exit_code == 0, result.stderr
-    return run
-
-
-def _copy_run(finished_run: Path, tmp_path: Path) -> Path:
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)
     return copy
 
 
-def _interrupted_copy(finished_run: Path, tmp_path: Path) -> Path:
+def interrupted_copy(finished_run: Path, tmp_path: Path) -> Path:
     """A finished run made to look interrupted after its last checkpoint (the final model removed)."""
-    run = _copy_run(finished_run, tmp_path)
+    run = copy_run(finished_run, tmp_path)
     for name in ("model.pt", "model_full.pt", "report.json", "report.md"):
         (run / name).unlink()
     return run

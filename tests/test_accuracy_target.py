@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from test_cli_prune import SPEC, _args, data  # noqa: F401 (data: the shared module fixture)
+from helpers import SPEC, prune_args
 
 from sddpx_tp import PruneConfig, prune
 from sddpx_tp.cli import main
@@ -105,13 +105,13 @@ def _onnx_accuracy(path: Path, folder: Path, classes: list[str]) -> list[float]:
     return [float((predicted[images.labels == c] == c).float().mean()) for c in range(len(classes))]
 
 
-def test_export_writes_the_recommended_step_by_default_and_any_kept_step(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_export_writes_the_recommended_step_by_default_and_any_kept_step(data: dict[str, Path], tmp_path: Path) -> None:
     refs, evaluation = tmp_path / "refs", tmp_path / "eval"
     for source, target in ((data["refs"], refs), (data["eval"], evaluation)):
         shutil.copytree(source / "0", target / "tops")
         shutil.copytree(source / "6", target / "shirts")
     run = tmp_path / "run"
-    args = [*_args({**data, "refs": refs}, run), "--eval", str(evaluation), "--head", "fit", "--max-rate", "0.6",
+    args = [*prune_args({**data, "refs": refs}, run), "--eval", str(evaluation), "--head", "fit", "--max-rate", "0.6",
             "--target-accuracy", "0.99", "--min-class-accuracy", "0.99", "--repair", "none", "--json"]  # fmt: skip
     pruned = CliRunner().invoke(main, args)
     assert pruned.exit_code == 0, pruned.stderr
@@ -152,10 +152,10 @@ def test_export_writes_the_recommended_step_by_default_and_any_kept_step(data: d
         assert not target.exists()
 
 
-def test_a_recommended_last_step_is_stored_once_and_exported_by_default(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_a_recommended_last_step_is_stored_once_and_exported_by_default(data: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     # A target every step meets: the recommended step is the last one, which model.pt already holds.
-    args = [*_args(data, run), "--target-accuracy", "0.01", "--min-class-accuracy", "0",
+    args = [*prune_args(data, run), "--target-accuracy", "0.01", "--min-class-accuracy", "0",
             "--repair", "none", "--json"]  # fmt: skip
     pruned = CliRunner().invoke(main, args)
     assert pruned.exit_code == 0, pruned.stderr

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
-from refusals import _copy_run, _interrupted_copy, _refused, _snapshot, _user_files, finished_run  # noqa: F401
-from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
-from torchvision import models
+from helpers import calibrated_resnet18, prune_args, write_png
+from refusals import copy_run, refused, snapshot
 
 from sddpx_tp.cli import main
 from sddpx_tp.export.onnx import check_parity, export_onnx
@@ -62,12 +60,12 @@ def _bad_value_cases(count: int) -> list[tuple[str, str]]:
     return cases
 
 
-def test_hundreds_of_bad_numbers_each_get_one_line_and_exit_2(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_hundreds_of_bad_numbers_each_get_one_line_and_exit_2(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     cases = _bad_value_cases(300)
     assert len(cases) >= 300
     for option, value in cases:
-        args = [*_args(data, out), f"{option}={value}"]
+        args = [*prune_args(data, out), f"{option}={value}"]
         if option in ("--epochs", "--batch-size", "--lr", "--hold"):
             args += ["--method", "progressive", "--train", str(data["eval"])]
         result = CliRunner().invoke(main, args)
@@ -88,12 +86,12 @@ def test_hundreds_of_bad_numbers_each_get_one_line_and_exit_2(data: dict[str, Pa
         (["--opset", str(10**6)], "--opset must be in"),
     ],
 )
-def test_bad_export_numbers_exit_2_before_writing(args: list[str], expected: str, finished_run: Path,  # noqa: F811
+def test_bad_export_numbers_exit_2_before_writing(args: list[str], expected: str, finished_run: Path,
                                                   tmp_path: Path) -> None:  # fmt: skip
-    run = _copy_run(finished_run, tmp_path)
-    before = _snapshot(run)
-    _refused(CliRunner().invoke(main, ["export", str(run), "--onnx", *args]), expected)
-    assert _snapshot(run) == before
+    run = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    refused(CliRunner().invoke(main, ["export", str(run), "--onnx", *args]), expected)
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize(
@@ -101,13 +99,15 @@ def test_bad_export_numbers_exit_2_before_writing(args: list[str], expected: str
     [(["--runs", str(10**7)], "--runs must be in"), (["--batch", "100000"], "--batch must be in"),
      (["--threads", "5000"], "--threads must be in")],
 )  # fmt: skip
-def test_bad_bench_numbers_exit_2(args: list[str], expected: str, finished_run: Path) -> None:  # noqa: F811
-    _refused(CliRunner().invoke(main, ["bench", str(finished_run), *args]), expected)
+def test_bad_bench_numbers_exit_2(args: list[str], expected: str, finished_run: Path) -> None:
+    refused(CliRunner().invoke(main, ["bench", str(finished_run), *args]), expected)
 
 
-def test_a_round_to_wider_than_every_layer_is_refused(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_a_round_to_wider_than_every_layer_is_refused(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    _refused(CliRunner().invoke(main, [*_args(data, out), "--round-to", "10000"]), "--round-to 10000 leaves nothing")
+    refused(
+        CliRunner().invoke(main, [*prune_args(data, out), "--round-to", "10000"]), "--round-to 10000 leaves nothing"
+    )
     assert not out.exists()
 
 
@@ -123,23 +123,23 @@ def test_a_round_to_wider_than_every_layer_is_refused(data: dict[str, Path], tmp
         (["--head-folds", "3"], "--head-folds 3 applies only to a fitted head; add --head fit"),
     ],
 )
-def test_bad_repairs_and_criteria_exit_2_before_writing(args: list[str], expected: str, data: dict[str, Path],  # noqa: F811
+def test_bad_repairs_and_criteria_exit_2_before_writing(args: list[str], expected: str, data: dict[str, Path],
                                                         tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "run"
-    _refused(CliRunner().invoke(main, [*_args(data, out), *args]), expected)
+    refused(CliRunner().invoke(main, [*prune_args(data, out), *args]), expected)
     assert not out.exists()
 
 
 # --- broken models, weights and model files ----------------------------------------------------------------
 
 
-def test_nan_weights_are_refused_before_anything_is_written(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_nan_weights_are_refused_before_anything_is_written(data: dict[str, Path], tmp_path: Path) -> None:
     state = torch.load(data["weights"], weights_only=True)
     state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
     weights = tmp_path / "nan.pt"
     torch.save(state, weights)
     out = tmp_path / "run"
-    _refused(CliRunner().invoke(main, [*_args({**data, "weights": weights}, out)]), "non-finite values")
+    refused(CliRunner().invoke(main, [*prune_args({**data, "weights": weights}, out)]), "non-finite values")
     assert not out.exists()
 
 
@@ -160,7 +160,7 @@ def test_parity_with_nan_outputs_fails(tmp_path: Path) -> None:
 
 def _weights_file(kind: str, tmp_path: Path) -> Path:
     path = tmp_path / f"weights-{kind.replace(' ', '-')}.pt"
-    model = calibrate_batch_norms(models.resnet18(num_classes=10), size=32)
+    model = calibrated_resnet18()
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "onnx":
@@ -189,34 +189,34 @@ def _weights_file(kind: str, tmp_path: Path) -> Path:
         ("text", "not a torch file"),
     ],
 )
-def test_weights_that_are_not_a_state_dict_get_one_line(kind: str, expected: str, data: dict[str, Path],  # noqa: F811
+def test_weights_that_are_not_a_state_dict_get_one_line(kind: str, expected: str, data: dict[str, Path],
                                                         tmp_path: Path) -> None:  # fmt: skip
     weights = _weights_file(kind, tmp_path)
     out = tmp_path / "run"
-    _refused(CliRunner().invoke(main, _args({**data, "weights": weights}, out)), expected)
+    refused(CliRunner().invoke(main, prune_args({**data, "weights": weights}, out)), expected)
     assert not out.exists()
 
 
 @pytest.mark.parametrize(
     ("kind", "expected"), [("empty", "is an empty file"), ("onnx", "is an ONNX model"), ("text", "not a torch file")]
 )
-def test_model_files_that_are_not_torch_models_get_one_line(kind: str, expected: str, data: dict[str, Path],  # noqa: F811
+def test_model_files_that_are_not_torch_models_get_one_line(kind: str, expected: str, data: dict[str, Path],
                                                             tmp_path: Path) -> None:  # fmt: skip
     model_file = _weights_file(kind, tmp_path)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["prune", "--model", str(model_file), "--refs", str(data["refs"]),
                                        "--out", str(out)])  # fmt: skip
-    _refused(result, expected)
+    refused(result, expected)
     assert not out.exists()
 
 
 # --- export and bench -----------------------------------------------------------------------------------
 
 
-def test_export_writes_both_files_or_neither(finished_run: Path, tmp_path: Path) -> None:  # noqa: F811
-    run = _copy_run(finished_run, tmp_path)
+def test_export_writes_both_files_or_neither(finished_run: Path, tmp_path: Path) -> None:
+    run = copy_run(finished_run, tmp_path)
     (run / "baseline.onnx").write_bytes(b"a user's older export")
-    _refused(CliRunner().invoke(main, ["export", str(run), "--onnx"]), "baseline.onnx exists")
+    refused(CliRunner().invoke(main, ["export", str(run), "--onnx"]), "baseline.onnx exists")
     assert not (run / "model.onnx").exists()
     assert (run / "baseline.onnx").read_bytes() == b"a user's older export"
 
@@ -229,11 +229,11 @@ def test_export_writes_both_files_or_neither(finished_run: Path, tmp_path: Path)
         (["bench", "{folder}/nothere.onnx"], "does not exist"),
     ],
 )
-def test_export_and_bench_paths(args: list[str], expected: str, finished_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_export_and_bench_paths(args: list[str], expected: str, finished_run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "exports"
     folder.mkdir()
     command = [arg.replace("{run}", str(finished_run)).replace("{folder}", str(folder)) for arg in args]
-    _refused(CliRunner().invoke(main, command), expected)
+    refused(CliRunner().invoke(main, command), expected)
     assert list(folder.iterdir()) == []
 
 
@@ -249,41 +249,39 @@ def test_export_and_bench_paths(args: list[str], expected: str, finished_run: Pa
         ("labels not utf-8", "is not UTF-8 text"),
     ],
 )
-def test_bad_images_and_labels_exit_2_through_prune(case: str, expected: str, data: dict[str, Path],  # noqa: F811
+def test_bad_images_and_labels_exit_2_through_prune(case: str, expected: str, data: dict[str, Path],
                                                      tmp_path: Path) -> None:  # fmt: skip
-    from test_image_inputs import _png
-
     refs = tmp_path / "refs"
     shutil.copytree(data["refs"], refs)
     extra: list[str] = []
     if case == "bomb":
-        _png(refs / "0" / "bomb.png", 20000, 20000)
+        write_png(refs / "0" / "bomb.png", 20000, 20000)
     elif case == "strip":
-        _png(refs / "6" / "strip.png", 1_000_000, 1)
+        write_png(refs / "6" / "strip.png", 1_000_000, 1)
     else:
         labels = tmp_path / "labels.txt"
         labels.write_bytes(b"T-shirt\nShirt\n" if case == "labels too short" else b"caf\xe9\n" * 10)
         extra = ["--labels", str(labels)]
     out = tmp_path / "run"
-    _refused(CliRunner().invoke(main, [*_args({**data, "refs": refs}, out), *extra]), expected)
+    refused(CliRunner().invoke(main, [*prune_args({**data, "refs": refs}, out), *extra]), expected)
     assert not out.exists()
 
 
 @pytest.mark.skipif(not hasattr(signal, "alarm"), reason="FIFOs and alarms are POSIX")
-def test_a_fifo_among_the_references_is_skipped_not_waited_for(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_a_fifo_among_the_references_is_skipped_not_waited_for(data: dict[str, Path], tmp_path: Path) -> None:
     refs = tmp_path / "refs"
     shutil.copytree(data["refs"], refs)
     os.mkfifo(refs / "0" / "x.png")
     signal.alarm(120)  # a regression hangs on the FIFO: fail instead of blocking the suite
     try:
-        result = CliRunner().invoke(main, [*_args({**data, "refs": refs}, tmp_path / "run"), "--max-rate", "0.1"])
+        result = CliRunner().invoke(main, [*prune_args({**data, "refs": refs}, tmp_path / "run"), "--max-rate", "0.1"])
     finally:
         signal.alarm(0)
     assert result.exit_code == 0, result.stderr
     assert "x.png" in result.stderr and "skipped" in result.stderr
 
 
-def test_export_to_a_file_named_like_the_baseline_is_refused(finished_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_export_to_a_file_named_like_the_baseline_is_refused(finished_run: Path, tmp_path: Path) -> None:
     target = tmp_path / "baseline.onnx"
-    _refused(CliRunner().invoke(main, ["export", str(finished_run), "--onnx", str(target)]), "--no-baseline")
+    refused(CliRunner().invoke(main, ["export", str(finished_run), "--onnx", str(target)]), "--no-baseline")
     assert not target.exists()

@@ -14,53 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
-from PIL import Image
+from helpers import SPEC, prune_args
 from torchvision import models
 
 from sddpx_tp.cli import main
-from sddpx_tp.data.fashion import load_split
 from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.metrics import per_class_accuracy
 from sddpx_tp.models.checkpoint import load_pruned
 from sddpx_tp.models.classifier import restrict_to_classes
-from sddpx_tp.models.registry import ModelSpec
-
-
-def _write_class_folders(root: Path, counts: dict[int, int], offset: int) -> None:
-    images, labels = load_split("test")
-    for cls, count in counts.items():
-        folder = root / str(cls)
-        folder.mkdir(parents=True)
-        for index in (labels == cls).nonzero().flatten()[offset : offset + count].tolist():
-            Image.fromarray(images[index].numpy()).save(folder / f"{index}.png")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    _write_class_folders(root / "refs", {0: 8, 6: 8}, offset=0)
-    _write_class_folders(root / "eval", {0: 16, 6: 16}, offset=100)
-    weights = root / "resnet18_fashion10.pt"
-    torch.manual_seed(0)
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
-    return {"refs": root / "refs", "eval": root / "eval", "weights": weights, "root": root}
-
-
-def _args(data: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "prune", "--model", "resnet18", "--num-classes", "10", "--weights", str(data["weights"]),
-        "--refs", str(data["refs"]), "--input-size", "32", "--resize-size", "32", "--mean", "0.286", "--std", "0.353",
-        "--max-rate", "0.3", "--step", "0.1", "--method", "dpx", "--out", str(out), *extra,
-    ]  # fmt: skip
-
-
-SPEC = ModelSpec("resnet18", input_size=32, resize_size=32, mean=(0.286,) * 3, std=(0.353,) * 3)
 
 
 def test_full_prune_writes_a_consistent_run(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, _args(data, out, "--eval", str(data["eval"]), "--json"))
+    result = CliRunner().invoke(main, prune_args(data, out, "--eval", str(data["eval"]), "--json"))
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)  # exactly one JSON document on stdout
     assert summary["filter_rate"] == pytest.approx(0.3, abs=0.02)
@@ -87,7 +53,7 @@ def test_retraining_methods_run_from_the_cli(
     data: dict[str, Path], tmp_path: Path, method: str, extra: list[str], phase: str
 ) -> None:
     out = tmp_path / "run"
-    args = [*_args(data, out, "--train", str(data["eval"]), "--json", *extra), "--method", method]
+    args = [*prune_args(data, out, "--train", str(data["eval"]), "--json", *extra), "--method", method]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["filter_rate"] == pytest.approx(0.3, abs=0.1)
@@ -98,7 +64,7 @@ def test_retraining_methods_run_from_the_cli(
 
 def test_without_eval_the_report_says_accuracy_is_optimistic(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, [*_args(data, out), "--max-rate", "0.1"])
+    result = CliRunner().invoke(main, [*prune_args(data, out), "--max-rate", "0.1"])
     assert result.exit_code == 0, result.stderr
     assert "optimistic" in (out / "report.md").read_text()
 
@@ -107,7 +73,7 @@ def test_corrupt_image_is_skipped_with_a_warning(data: dict[str, Path], tmp_path
     refs = tmp_path / "refs"
     shutil.copytree(data["refs"], refs)
     (refs / "0" / "broken.png").write_bytes(b"not an image")
-    result = CliRunner().invoke(main, _args({**data, "refs": refs}, tmp_path / "run", "--max-rate", "0.1"))
+    result = CliRunner().invoke(main, prune_args({**data, "refs": refs}, tmp_path / "run", "--max-rate", "0.1"))
     assert result.exit_code == 0, result.stderr
     assert "broken.png" in result.stderr
     assert "skipped" in (tmp_path / "run" / "report.md").read_text()
@@ -155,7 +121,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_and_exit_2(case: str, data: dict[str, Path], tmp_path: Path) -> None:
     extra, expected = BAD_INPUTS[case]
-    args = _args(data, tmp_path / "run")
+    args = prune_args(data, tmp_path / "run")
     for index in range(0, len(extra)):
         token = extra[index]
         if token.startswith("{bad:"):
@@ -191,14 +157,14 @@ def test_existing_output_folder_is_not_overwritten(data: dict[str, Path], tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("mine")
-    result = CliRunner().invoke(main, _args(data, out))
+    result = CliRunner().invoke(main, prune_args(data, out))
     assert result.exit_code == 2 and "--force" in result.stderr
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
 
 def test_cuda_without_cuda_is_refused(data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine state, on any machine
-    result = CliRunner().invoke(main, [*_args(data, tmp_path / "run"), "--device", "cuda"])
+    result = CliRunner().invoke(main, [*prune_args(data, tmp_path / "run"), "--device", "cuda"])
     assert result.exit_code == 2 and "CUDA" in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -208,7 +174,7 @@ def test_cuda_without_cuda_is_refused(data: dict[str, Path], tmp_path: Path, mon
 def test_prune_on_cuda_matches_cpu(data: dict[str, Path], tmp_path: Path) -> None:
     runs = {}
     for device in ("cpu", "cuda"):
-        result = CliRunner().invoke(main, [*_args(data, tmp_path / device), "--device", device, "--json"])
+        result = CliRunner().invoke(main, [*prune_args(data, tmp_path / device), "--device", device, "--json"])
         assert result.exit_code == 0, result.stderr
         runs[device] = json.loads((tmp_path / device / "report.json").read_text())["trajectory"]
     assert [r["filters"] for r in runs["cpu"]] == [r["filters"] for r in runs["cuda"]]
@@ -224,11 +190,11 @@ def test_sigint_then_resume_gives_the_uninterrupted_model(
 ) -> None:
     method_options = [str(data["eval"]) if option == "{eval}" else option for option in method_options]
     extra = [*method_options, "--max-rate", "0.4", "--eval", str(data["eval"])]
-    reference = CliRunner().invoke(main, _args(data, tmp_path / "whole", *extra))
+    reference = CliRunner().invoke(main, prune_args(data, tmp_path / "whole", *extra))
     assert reference.exit_code == 0, reference.stderr
 
     out = tmp_path / "interrupted"
-    command = [str(Path(sys.executable).parent / "sddpx-tp"), *_args(data, out, *extra)]
+    command = [str(Path(sys.executable).parent / "sddpx-tp"), *prune_args(data, out, *extra)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -243,7 +209,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_model(
     assert "--resume" in stderr.decode()
     assert not (out / "model.pt").exists()
 
-    resumed = CliRunner().invoke(main, _args(data, out, *extra, "--resume"))
+    resumed = CliRunner().invoke(main, prune_args(data, out, *extra, "--resume"))
     assert resumed.exit_code == 0, resumed.stderr
     whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
     again = torch.load(out / "model.pt", weights_only=True)["state_dict"]
@@ -255,6 +221,6 @@ def test_sigint_then_resume_gives_the_uninterrupted_model(
 
 def test_resume_with_other_settings_is_refused(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert CliRunner().invoke(main, [*_args(data, out), "--max-rate", "0.1"]).exit_code == 0
-    result = CliRunner().invoke(main, [*_args(data, out), "--max-rate", "0.2", "--method", "px", "--resume"])
+    assert CliRunner().invoke(main, [*prune_args(data, out), "--max-rate", "0.1"]).exit_code == 0
+    result = CliRunner().invoke(main, [*prune_args(data, out), "--max-rate", "0.2", "--method", "px", "--resume"])
     assert result.exit_code == 2 and "max_rate" in result.stderr and "method" in result.stderr

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
+from helpers import calibrate_batch_norms, calibrated_resnet18, prune_args, write_class_folders
 from torch import nn
 from torchvision import models
 
@@ -101,15 +101,13 @@ def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small finished run made by the CLI on Fashion-MNIST images (as in test_cli_prune)."""
-    from test_cli_prune import _args, _write_class_folders
-
     root = tmp_path_factory.mktemp("export")
-    _write_class_folders(root / "refs", {0: 6, 6: 6}, offset=0)
+    write_class_folders(root / "refs", {0: 6, 6: 6}, offset=0)
     weights = root / "weights.pt"
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
+    torch.save(calibrated_resnet18().state_dict(), weights)
     run = root / "run"
     data = {"refs": root / "refs", "weights": weights}
-    result = CliRunner().invoke(main, [*_args(data, run), "--max-rate", "0.5", "--step", "0.25"])
+    result = CliRunner().invoke(main, [*prune_args(data, run), "--max-rate", "0.5", "--step", "0.25"])
     assert result.exit_code == 0, result.stderr
     return run
 
@@ -192,14 +190,12 @@ def test_export_and_bench_bad_input(args: list[str], expected: str, tmp_path: Pa
 
 
 def test_report_plots_latency_against_rate_from_kept_models(tmp_path: Path) -> None:
-    from test_cli_prune import _args, _write_class_folders
-
-    _write_class_folders(tmp_path / "refs", {0: 4, 6: 4}, offset=0)
+    write_class_folders(tmp_path / "refs", {0: 4, 6: 4}, offset=0)
     weights = tmp_path / "weights.pt"
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
+    torch.save(calibrated_resnet18().state_dict(), weights)
     run = tmp_path / "run"
     data = {"refs": tmp_path / "refs", "weights": weights}
-    pruned = CliRunner().invoke(main, [*_args(data, run), "--max-rate", "0.5", "--step", "0.25", "--keep-models"])
+    pruned = CliRunner().invoke(main, [*prune_args(data, run), "--max-rate", "0.5", "--step", "0.25", "--keep-models"])
     assert pruned.exit_code == 0, pruned.stderr
     assert len(list((run / "steps").glob("step-*.pt"))) == 3  # the unpruned model and two steps
 

@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from click.testing import CliRunner
-from test_cli_prune import SPEC
-from test_export_int8 import head_run  # noqa: F401 (the shared module fixture)
+from helpers import SPEC
 
 from sddpx_tp.cli import main
 from sddpx_tp.data.references import load_image_folder
@@ -21,7 +20,7 @@ def _top1(path: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images})[0].argmax(1)
 
 
-def test_fp16_export_halves_the_file_and_agrees_with_fp32(head_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_fp16_export_halves_the_file_and_agrees_with_fp32(head_run: Path, tmp_path: Path) -> None:
     target = tmp_path / "mine.onnx"
     args = ["export", str(head_run), "--onnx", str(target), "--no-baseline", "--quantize", "fp16",
             "--max-accuracy-drop", "0.05", "--json"]  # fmt: skip

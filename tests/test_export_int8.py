@@ -13,30 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
-from torchvision import models
 
 import sddpx_tp.run.quantize as run_quantize
 from sddpx_tp.cli import main
 from sddpx_tp.export.quantize import quantize_int8
-
-
-@pytest.fixture(scope="module")
-def head_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_cli_prune import _args, _write_class_folders
-
-    root = tmp_path_factory.mktemp("int8")
-    _write_class_folders(root / "refs", {0: 8, 6: 8}, offset=0)
-    _write_class_folders(root / "eval", {0: 16, 6: 16}, offset=100)
-    weights = root / "weights.pt"
-    torch.manual_seed(0)
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
-    run = root / "run"
-    data = {"refs": root / "refs", "weights": weights}
-    arguments = [*_args(data, run), "--eval", str(root / "eval"), "--head", "fit", "--max-rate", "0.25"]
-    result = CliRunner().invoke(main, [*arguments, "--step", "0.25"])
-    assert result.exit_code == 0, result.stderr
-    return run
 
 
 def _export(run: Path, *extra: str) -> tuple[int, str, str]:

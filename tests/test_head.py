@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from test_cli_prune import _args, data  # noqa: F401 (data: the shared module fixture)
+from helpers import SPEC, prune_args
 
 from sddpx_tp import PruneConfig, prune
 from sddpx_tp.cli import main
@@ -138,13 +138,13 @@ def test_cross_fitted_scores_measure_the_backbone_not_the_head(fashion_task: tup
     assert min(broken_accuracy) < min(accuracy)
 
 
-def test_cli_fits_a_head_for_folders_of_new_classes_and_exports_it(data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_cli_fits_a_head_for_folders_of_new_classes_and_exports_it(data: dict[str, Path], tmp_path: Path) -> None:
     refs, evaluation = tmp_path / "refs", tmp_path / "eval"
     for source, target in ((data["refs"], refs), (data["eval"], evaluation)):
         shutil.copytree(source / "0", target / "my_tops")  # names no model output has
         shutil.copytree(source / "6", target / "my_shirts")
     run = tmp_path / "run"
-    args = [*_args({**data, "refs": refs}, run), "--eval", str(evaluation), "--head", "fit", "--max-rate", "0.2"]
+    args = [*prune_args({**data, "refs": refs}, run), "--eval", str(evaluation), "--head", "fit", "--max-rate", "0.2"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     report = json.loads((run / "report.json").read_text())
@@ -163,8 +163,6 @@ def test_cli_fits_a_head_for_folders_of_new_classes_and_exports_it(data: dict[st
 
 
 def onnx_accuracy(path: Path, folder: Path, classes: list[str]) -> list[float]:
-    from test_cli_prune import SPEC
-
     images = load_image_folder(folder, SPEC, num_outputs=10, chosen=classes, folder_labels=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     predicted = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.images.numpy()})[0]).argmax(1)

@@ -9,10 +9,8 @@ import re
 import resource
 import signal
 import socket
-import struct
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ from types import FrameType
 import numpy as np
 import pytest
 import torch
+from helpers import write_png
 from PIL import Image
 
 from sddpx_tp.data.references import ImageSet, check_labels, load_image_folder, read_labels_file, resolve_class
@@ -66,19 +65,6 @@ def _memory_cap(extra: int = 1 << 30) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _png(path: Path, width: int, height: int) -> None:
-    """A valid all-black 1-bit greyscale PNG of any size, written row by row: no pixel array is ever allocated."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = bytes(1 + (width + 7) // 8)  # filter byte "none", then one bit a pixel
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-
-
 def _tree(root: Path) -> Path:
     """``root/0`` and ``root/1``, each with one readable image (a class needs one)."""
     rng = np.random.default_rng(0)
@@ -106,7 +92,7 @@ def _as_flags(error: BaseException) -> str:
 
 
 def test_crafted_png_is_a_real_image(tmp_path: Path) -> None:
-    _png(tmp_path / "small.png", 30, 20)
+    write_png(tmp_path / "small.png", 30, 20)
     with Image.open(tmp_path / "small.png") as image:
         assert image.size == (30, 20)
         assert not np.asarray(image.convert("L")).any()
@@ -200,7 +186,7 @@ def test_image_over_a_lower_limit_is_refused_and_read_with_the_default(tmp_path:
 @linux_only
 def test_decompression_bomb_is_a_one_line_error_without_strict(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    _png(root / "1" / "bomb.png", 20_000, 20_000)
+    write_png(root / "1" / "bomb.png", 20_000, 20_000)
     assert (root / "1" / "bomb.png").stat().st_size < 1_000_000
     pil_limit = Image.MAX_IMAGE_PIXELS
     with _memory_cap(), pytest.raises(SettingError) as error:
@@ -212,7 +198,7 @@ def test_decompression_bomb_is_a_one_line_error_without_strict(tmp_path: Path) -
 @linux_only
 def test_extreme_aspect_ratio_is_refused_before_the_resize(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    _png(root / "1" / "strip.png", 1_000_000, 1)  # 1 MP stored, 256 MP after resizing its short side to 256
+    write_png(root / "1" / "strip.png", 1_000_000, 1)  # 1 MP stored, 256 MP after resizing its short side to 256
     start = time.perf_counter()
     with _memory_cap(), pytest.raises(SettingError) as error:
         load_image_folder(root, IMAGENET_LIKE, num_outputs=2)

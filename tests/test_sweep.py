@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
-from test_cli_prune import _write_class_folders
-from torchvision import models
+from helpers import fashion_folders
 
 from sddpx_tp.cli import main
 
@@ -28,13 +25,8 @@ RESULT_FIELDS = ("cell", "status", "auc", "auc_lowest_class", "kept_to", "final_
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    _write_class_folders(root / "refs", {0: 8, 6: 8, 7: 8}, offset=0)
-    _write_class_folders(root / "eval", {0: 16, 6: 16, 7: 16}, offset=100)
-    weights = root / "resnet18_fashion10.pt"
-    torch.manual_seed(0)
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
-    return {"refs": root / "refs", "eval": root / "eval", "weights": weights, "root": root}
+    """As conftest's `data`, with a third class, pullovers (7)."""
+    return fashion_folders(tmp_path_factory.mktemp("data"), {0: 8, 6: 8, 7: 8}, {0: 16, 6: 16, 7: 16})
 
 
 def _config(folders: dict[str, Path], **sections: str) -> str:

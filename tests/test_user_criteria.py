@@ -3,16 +3,19 @@ it must be (a bad reference, a config file that names code)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch_pruning as tp
-from helpers import calibrate_batch_norms
+from click.testing import CliRunner
+from helpers import calibrate_batch_norms, prune_args
 from torch import nn
 
 from sddpx_tp.api import prune
+from sddpx_tp.cli import main
 from sddpx_tp.errors import SettingError, UserError
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.method_registry import check_config
@@ -150,3 +153,43 @@ def test_a_sweep_config_that_names_code_is_refused_without_importing_it(
     with pytest.raises(UserError, match=r"criterion.*names Python code.*a config file may not"):
         read_config(config)
     assert not marker.exists()
+
+
+def test_sddpx_tp_prune_takes_a_users_importance_by_reference(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cli_scores.py").write_text(
+        "import torch, torch_pruning as tp\n"
+        "calls = []\n"
+        "class Lowest(tp.importance.Importance):\n"
+        "    def __call__(self, group):\n"
+        "        calls.append(len(group[0].idxs))\n"
+        "        return torch.arange(len(group[0].idxs), dtype=torch.float32)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, prune_args(data, run, "--criterion", "cli_scores:Lowest", "--json"))
+    assert result.exit_code == 0, result.stderr
+    import cli_scores  # the module the command imported: its importance was called
+
+    assert cli_scores.calls
+    report = json.loads((run / "report.json").read_text())
+    assert report["settings"]["config"]["criterion"] == "cli_scores:Lowest"
+    assert report["trajectory"][-1]["filter_rate"] > 0.2
+    monkeypatch.delitem(sys.modules, "cli_scores")
+
+
+@pytest.mark.parametrize(
+    ("criterion", "words"),
+    [("entropy", ["Invalid value for '--criterion'", "module:attribute"]), ("nowhere_at_all:X", ["cannot import"])],
+)
+def test_sddpx_tp_prune_refuses_a_bad_criterion_in_one_line_and_writes_nothing(
+    criterion: str, words: list[str], data: dict[str, Path], tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(main, prune_args(data, tmp_path / "run", "--criterion", criterion))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sddpx-tp: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()

@@ -8,12 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
-from helpers import calibrate_batch_norms
-from test_cli_prune import _args, _write_class_folders
+from helpers import fashion_folders, prune_args
 from torch import nn
-from torchvision import models
 
 from sddpx_tp.api import prune
 from sddpx_tp.cli import main
@@ -46,13 +43,8 @@ def l1_magnitude(session: PruningSession, config: PruneConfig) -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("workflow")
-    _write_class_folders(root / "refs", {0: 8, 6: 8}, offset=0)
-    _write_class_folders(root / "eval", {0: 8, 6: 8}, offset=100)
-    weights = root / "resnet18_fashion10.pt"
-    torch.manual_seed(0)
-    torch.save(calibrate_batch_norms(models.resnet18(num_classes=10), size=32).state_dict(), weights)
-    return {"refs": root / "refs", "eval": root / "eval", "weights": weights, "root": root}
+    """As conftest's `data`, with 8 held-out images a class (not 16)."""
+    return fashion_folders(tmp_path_factory.mktemp("workflow"), {0: 8, 6: 8}, {0: 8, 6: 8})
 
 
 def _settings(data: dict[str, Path], config: PruneConfig) -> RunSettings:
@@ -78,7 +70,7 @@ def test_a_fourth_method_runs_through_prune(fashion_task: tuple) -> None:
 def test_a_fourth_method_runs_through_the_cli(data: dict[str, Path], tmp_path: Path) -> None:
     calls.clear()
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, [*_args(data, out), "--method", "l1-magnitude", "--round-to", "1", "--json"])
+    result = CliRunner().invoke(main, [*prune_args(data, out), "--method", "l1-magnitude", "--round-to", "1", "--json"])
     assert result.exit_code == 0, result.stderr
     assert calls == ["l1-magnitude"]
     assert json.loads(result.stdout)["method"] == "l1-magnitude"
