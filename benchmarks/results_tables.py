@@ -11,85 +11,78 @@ A page marks a generated table with two HTML comments (invisible in the rendered
 
     <!-- end table -->
 
-Each table is a :class:`Table`: a results file of ``benchmarks/fashion_ablation.py``'s format
-(``runs`` with a ``label`` and a ``seed`` each) and the rows to show, each a label in that file
-and the words the page uses for it. The figures are recomputed from the runs (mean AUCs, median
-kept-to, mean method seconds, median ratio to DPX on the same task), never copied.
+Each entry of :data:`TABLES` names its results file(s), the rows to show (each a label in the file and
+the words the page uses for it) and the columns. Most are a :class:`~results_kinds.Table` over files
+of runs with a ``label`` and a ``seed`` each (``fashion_ablation.py``, ``fashion_methods.py``,
+``transfer.py``); ``results_kinds.py`` holds it and the kinds for the other benchmarks' formats. The
+figures are recomputed from the records (means and medians over the tasks, per-task figures in the
+order of the seeds, ratios), never copied.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import statistics
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test loads this file by its path
+from results_kinds import (
+    AUC,
+    AUC_LOWEST,
+    EVALUATIONS,
+    KEPT,
+    KEPT_PER_TASK,
+    KEPT_SEEDS,
+    LOWEST_PER_TASK,
+    MEDIAN_SECONDS,
+    METHODS,
+    PASSES,
+    REFERENCE_SCORING_MEDIAN,
+    RELEVANCE_MEDIAN,
+    REST_MEDIAN,
+    SECONDS,
+    SECONDS_PER_TASK,
+    STUDY,
+    TASKS,
+    VS_DPX,
+    Column,
+    Deploy,
+    ExportSpeed,
+    Renders,
+    Retraining,
+    Row,
+    SecondsBySeed,
+    Table,
+    ThreadProfile,
+    key,
+    mean,
+    per_task,
+    split,
+    spread,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
 
-Runs = list[dict[str, Any]]
+
+# The study's reference counts and classes per task: the 30-reference, 2-class runs are the main run.
+STUDY_REFERENCES = (
+    (5, "results/study/refs_5.json"),
+    (10, "results/study/refs_10.json"),
+    (30, "results/fashion_methods_round16.json"),
+    (100, "results/study/refs_100.json"),
+)
+STUDY_CLASSES = (
+    (2, "results/fashion_methods_round16.json"),
+    (3, "results/study/classes_3.json"),
+    (5, "results/study/classes_5.json"),
+)
+# Transfer rows repeated from earlier runs, whose times are not comparable with the later runs'.
+NO_TIMES = (SECONDS_PER_TASK.heading,)
 
 
-@dataclass(frozen=True)
-class Column:
-    heading: str
-    value: Callable[[Runs, Runs], str]  # (this row's runs, every run in the file) -> the cell
-
-
-def _mean(key: str, digits: int) -> Callable[[Runs, Runs], str]:
-    return lambda runs, _: f"{statistics.fmean(run[key] for run in runs):.{digits}f}"
-
-
-def _median_kept(runs: Runs, _: Runs) -> str:
-    return f"{statistics.median(run['highest_rate_kept'] for run in runs):.2f}"
-
-
-def _vs_dpx(runs: Runs, every: Runs) -> str:
-    """The median over tasks of this row's method seconds over DPX's on the same task, in the same file."""
-    dpx = {run["seed"]: run["method_seconds"] for run in every if run["label"] == "dpx"}
-    ratios = [run["method_seconds"] / dpx[run["seed"]] for run in runs if run["seed"] in dpx]
-    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
-
-
-AUC = Column("AUC", _mean("auc", 3))
-AUC_LOWEST = Column("AUC lowest class", _mean("auc_lowest_class", 3))
-KEPT = Column("kept to (median)", _median_kept)
-SECONDS = Column("s", _mean("method_seconds", 1))
-VS_DPX = Column("vs DPX", _vs_dpx)
-PASSES = Column("passes", _mean("relevance_passes", 0))
-EVALUATIONS = Column("evaluations", _mean("evaluations", 0))
-ABLATION = (AUC, AUC_LOWEST, KEPT, SECONDS, VS_DPX, PASSES, EVALUATIONS)
-
-
-@dataclass(frozen=True)
-class Table:
-    source: str  # a results file, relative to the repository
-    corner: str  # the first heading: what the rows are
-    rows: tuple[tuple[str, str], ...]  # (label in the file, words on the page)
-    columns: tuple[Column, ...] = ABLATION
-
-    def render(self, results: Path) -> str:
-        document = json.loads((results / Path(self.source).name).read_text())
-        every: Runs = document["runs"]
-        lines = [
-            "| " + " | ".join([self.corner, *(column.heading for column in self.columns)]) + " |",
-            "|" + "---|" * (len(self.columns) + 1),
-        ]
-        for label, words in self.rows:
-            runs = [run for run in every if run["label"] == label]
-            if not runs:
-                raise ValueError(f"{self.source} has no runs labelled {label!r}")
-            cells = [column.value(runs, every) for column in self.columns]
-            lines.append("| " + " | ".join([words, *cells]) + " |")
-        return "\n".join(lines) + "\n"
-
-
-TABLES: dict[str, Table] = {
+TABLES: dict[str, Renders] = {
     "ablation_resnet18": Table(
         "results/ablation_resnet18.json",
         "ResNet-18, task seeds 5-9",
@@ -183,6 +176,224 @@ TABLES: dict[str, Table] = {
         (("dpx", "dpx"), ("sd-dpx, new default (lstsq, ridge 0.1)", "sd-dpx, the CLI default")),
         (AUC, AUC_LOWEST, KEPT, PASSES, EVALUATIONS),
     ),
+    "ablation_timing": Table(
+        "results/ablation_timing.json",
+        "ResNet-18, task seeds 5-9, alone",
+        (
+            ("dpx", "dpx"),
+            ("sd-dpx default (masked, round_to 16)", "masked trials + round_to 16"),
+            ("sd-dpx default + adaptive compensation", "+ adaptive compensation"),
+            ("sd-dpx default + adaptive compensation + patience 2", "**+ patience 2 (the CLI default)**"),
+        ),
+        (Column("s (mean)", mean(key("method_seconds"), 1)), Column("vs DPX (median)", VS_DPX.value), EVALUATIONS),
+    ),
+    # deploy.md
+    "deploy_resnet18": Deploy("results/deploy_resnet18.json", "ResNet-18"),
+    "deploy_mobilenet_v2": Deploy("results/deploy_mobilenet_v2.json", "MobileNetV2"),
+    "thread_profile": ThreadProfile(
+        "results/thread_profile.json",
+        "ONNX Runtime setting",
+        (
+            ((1, True, "all"), "1 thread, ORT_ENABLE_ALL (NCHWc)"),
+            ((2, True, "all"), "2 threads, spinning (ORT's default)"),
+            ((2, False, "all"), "2 threads, not spinning"),
+            ((1, True, "extended"), "1 thread, ORT_ENABLE_EXTENDED (plain NCHW)"),
+            ((2, True, "extended"), "2 threads, ORT_ENABLE_EXTENDED"),
+        ),
+    ),
+    # transfer.md
+    "transfer": Table(
+        "results/transfer.json",
+        "EfficientNet-Lite0, seeds 5-9",
+        (("sd-dpx", "SD-DPX (`--repair none`, the default before `lstsq`)"), ("dpx", "DPX")),
+        (AUC, AUC_LOWEST, KEPT_SEEDS, MEDIAN_SECONDS, RELEVANCE_MEDIAN, REFERENCE_SCORING_MEDIAN, REST_MEDIAN),
+    ),
+    "transfer_lstsq": Table(
+        "results/transfer.json",
+        "EfficientNet-Lite0, seeds 5-9",
+        (
+            ("dpx", "DPX (fixed weights)"),
+            ("sd-dpx", "SD-DPX (fixed weights, the default before)"),
+            ("sd-dpx + lstsq (the default)", "**SD-DPX + `lstsq` (the default)**"),
+        ),
+        (AUC, AUC_LOWEST, KEPT_SEEDS, LOWEST_PER_TASK, SECONDS_PER_TASK),
+    ),
+    "transfer_timing": SecondsBySeed(
+        "varied pairs, s without held-out",
+        (
+            ("results/transfer_timing.json", "dpx", "DPX"),
+            ("results/transfer_timing.json", "sd-dpx + lstsq (the default)", "**SD-DPX + `lstsq` (the default)**"),
+        ),
+        ("results/transfer_timing.json", "sd-dpx + lstsq (the default)", "dpx", "default / DPX"),
+    ),
+    "transfer_variants": Table(
+        "results/transfer.json",
+        "EfficientNet-Lite0, seeds 5-9",
+        (
+            ("px", "PX (head refit)"),
+            ("dpx, head kept", "DPX, head kept (`--no-refit-head`)"),
+            ("sd-dpx, head kept", "SD-DPX, head kept"),
+            Row("dpx", "DPX (head refit; first table)", blank=NO_TIMES),
+            Row("sd-dpx + lstsq (the default)", "SD-DPX + `lstsq` (the default; table above)", blank=NO_TIMES),
+        ),
+        (AUC, AUC_LOWEST, LOWEST_PER_TASK, KEPT_SEEDS, SECONDS_PER_TASK),
+    ),
+    "transfer_hard_pair": Table(
+        "results/transfer_hard_pair.json",
+        "hard pair, seeds 5-9",
+        (
+            Row("dpx", "DPX (fixed weights)", blank=("SD-DPX evaluations",)),
+            ("sd-dpx + lstsq (the default)", "**SD-DPX + `lstsq` (the default)**"),
+        ),
+        (
+            AUC,
+            Column("AUC lowest class (5 to 9)", per_task(key("auc_lowest_class"), 3)),
+            Column("kept to (5 to 9)", per_task(key("highest_rate_kept"), 2)),
+            SECONDS_PER_TASK,
+            Column("relevance", per_task(split("relevance"), 0)),
+            Column("references", per_task(split("references"), 0)),
+            Column("SD-DPX evaluations", per_task(key("evaluations"), 0)),
+        ),
+    ),
+    "transfer_hard_pair_timing": SecondsBySeed(
+        "hard pair, seconds without held-out",
+        (
+            ("results/transfer_hard_pair.json", "dpx", "DPX, before (table above)"),
+            ("results/transfer_hard_pair_timing.json", "dpx", "**DPX, now**"),
+            ("results/transfer_hard_pair.json", "sd-dpx + lstsq (the default)", "default, before (table above)"),
+            ("results/transfer_hard_pair_timing.json", "sd-dpx + lstsq (the default)", "**default, now**"),
+        ),
+        ("results/transfer_hard_pair_timing.json", "sd-dpx + lstsq (the default)", "dpx", "default / DPX, now"),
+    ),
+    "transfer_tune": Table(
+        "results/transfer_tune.json",
+        "variant (seed 0)",
+        (
+            ("dpx", "DPX, head refit after every step (the default)"),
+            ("dpx, head kept", "DPX, head kept (`--no-refit-head`)"),
+        ),
+        (
+            AUC,
+            AUC_LOWEST,
+            Column("kept to", mean(key("highest_rate_kept"), 2)),
+            Column("s", mean(key("seconds"), 0)),
+            Column("relevance", mean(split("relevance"), 0)),
+            Column("reference scoring (cross-fitted)", mean(split("references"), 0)),
+            Column("held-out evaluation", mean(split("held_out"), 0)),
+            Column("rest", mean(split("rest"), 0)),
+        ),
+    ),
+    "transfer_resnet": Table(
+        "results/transfer_resnet.json",
+        "ResNet-18 8-class source, seeds 5-9",
+        (
+            ("dpx", "DPX"),
+            ("dpx, head kept", "DPX, head kept"),
+            ("sd-dpx", "SD-DPX (`--repair none`, the default before `lstsq`)"),
+            ("sd-dpx, head kept", "SD-DPX, head kept"),
+            ("px", "PX"),
+        ),
+        (AUC, AUC_LOWEST, KEPT_PER_TASK, MEDIAN_SECONDS),
+    ),
+    "transfer_resnet_judge": Table(
+        "results/transfer_resnet_judge.json",
+        "ResNet-18 8-class source, seeds 5-9",
+        (
+            ("dpx + lstsq", "DPX + `lstsq`"),
+            ("sd-dpx + lstsq (the default)", "**SD-DPX + `lstsq`, cross-fitted (the default)**"),
+            ("sd-dpx + lstsq, held-back judge", "SD-DPX + `lstsq`, held-back judge"),
+        ),
+        (
+            AUC,
+            AUC_LOWEST,
+            LOWEST_PER_TASK,
+            Column("kept to (per task)", per_task(key("highest_rate_kept"), 2, every_task=True)),
+            MEDIAN_SECONDS,
+            REFERENCE_SCORING_MEDIAN,
+            Column("SD-DPX evaluations", spread(key("evaluations"))),
+        ),
+    ),
+    # study.md: bash examples/study.sh (the 30-reference, 2-class runs are fashion_methods_round16.json)
+    "study_ablation": Table(
+        "results/study/ablation.json",
+        "ablation (ResNet-18, round_to 16)",
+        (
+            ("dpx round_to=16", "dpx"),
+            ("dpx + rate change round_to=16", "dpx + rate change"),
+            ("sd-dpx K=10 round_to=16", "sd-dpx K=10"),
+        ),
+        STUDY,
+    ),
+    "study_mobilenet_v2": Table(
+        "results/study/mobilenet_v2.json",
+        "MobileNetV2, round_to 16",
+        (("px round_to=16", "px"), ("dpx round_to=16", "dpx"), ("sd-dpx K=10 round_to=16", "sd-dpx K=10")),
+        STUDY,
+    ),
+    "study_references": Table(
+        "results/fashion_methods_round16.json",
+        "reference images",
+        tuple(
+            Row(f"{method} round_to=16", f"{count} refs/class: {method}", source)
+            for count, source in STUDY_REFERENCES
+            for method in ("px", "dpx", "sd-dpx K=10")
+        ),
+        STUDY,
+    ),
+    "study_classes": Table(
+        "results/fashion_methods_round16.json",
+        "classes per task",
+        tuple(
+            Row(f"{method} round_to=16", f"{count} classes: {method}", source)
+            for count, source in STUDY_CLASSES
+            for method in ("px", "dpx", "sd-dpx K=10")
+        ),
+        STUDY,
+    ),
+    # methods.md
+    "methods_tune": Table(
+        "results/fashion_tune.json",
+        "method (seeds 0-4)",
+        (
+            *((method, method) for method in ("px", "dpx", "sd-dpx K=3", "sd-dpx K=10", "sd-dpx K=30")),
+            Row("dpx round_to=8", "dpx, round_to 8", "results/fashion_round_to.json"),
+            Row("sd-dpx K=10 round_to=8", "sd-dpx K=10, round_to 8", "results/fashion_round_to.json"),
+            Row("dpx round_to=16", "dpx, round_to 16", "results/fashion_round_to.json"),
+            Row("sd-dpx K=10 round_to=16", "**sd-dpx K=10, round_to 16**", "results/fashion_round_to.json"),
+        ),
+        (TASKS, *METHODS),
+    ),
+    "methods": Table(
+        "results/fashion_methods.json",
+        "method (seeds 5-9)",
+        (
+            *((method, method) for method in ("px", "dpx", "sd-dpx K=10")),
+            *(
+                Row(f"{method} round_to=16", f"{method}, round_to 16", "results/fashion_methods_round16.json")
+                for method in ("px", "dpx")
+            ),
+            Row(
+                "sd-dpx K=10 round_to=16",
+                "**sd-dpx K=10, round_to 16** (the CLI default adds the options of "
+                "[Beyond the paper](beyond-the-paper.md))",
+                "results/fashion_methods_round16.json",
+            ),
+        ),
+        (*METHODS, Column("per task: AUC lowest class (seeds 5, 6, 7, 8, 9)", per_task(key("auc_lowest_class"), 3))),
+    ),
+    # retraining.md
+    "retraining": Retraining(
+        "results/retraining.json",
+        (
+            (30, "sd-dpx", "SD-DPX (no training)"),
+            (30, "sd-dpx + fine-tuning", "SD-DPX + fine-tuning"),
+            (30, "progressive", "progressive retraining"),
+            (300, "sd-dpx + fine-tuning", "SD-DPX + fine-tuning"),
+            (300, "progressive", "progressive retraining"),
+        ),
+    ),
+    # speed.md
+    "export_speed": ExportSpeed("results/export_speed.json"),
 }
 
 
