@@ -23,7 +23,7 @@ from sddpx_tp.pruning.head import (
     refit_head,
     with_head,
 )
-from sddpx_tp.pruning.method_registry import check_config
+from sddpx_tp.pruning.method_registry import Method, check_config
 from sddpx_tp.pruning.progressive import finetune
 from sddpx_tp.pruning.session import LabelledImages, PruningSession, Scores, StepRecord
 from sddpx_tp.pruning.surgery import PrunableModel
@@ -122,7 +122,28 @@ def check_prunable(model: nn.Module, images: torch.Tensor, config: PruneConfig) 
     return prunable
 
 
-def prune(
+@dataclass
+class PreparedRun:
+    """Everything :func:`prepare` checked and built: a run that can start. The prune-into-a-folder workflow
+    prepares before it writes anything (so bad input writes nothing) and runs after; nothing is checked twice."""
+
+    config: PruneConfig
+    classes: list[int]
+    method: Method
+    unpruned: nn.Module  # restricted to the classes, or with the fitted head; on the run's device
+    prunable: PrunableModel  # the unpruned model's dependency graph: checked to leave something to prune
+    references: LabelledImages  # labels as class positions; without the held-back share
+    evaluation: LabelledImages | None
+    training: LabelledImages | None
+    holdout: LabelledImages | None  # references held back to judge the target (stop_at_target, no evaluation)
+    head: HeadFit | None
+    scores: CrossFittedScores | HeldBackScores | None
+    # The global random state as preparing left it: a run restores it, so that what a caller does between
+    # prepare and run (a resumed run builds an architecture, which draws random weights) changes nothing.
+    random_state: torch.Tensor = field(default_factory=torch.get_rng_state)
+
+
+def prepare(
     model: nn.Module,
     references: LabelledImages,
     classes: Sequence[int],
@@ -131,27 +152,10 @@ def prune(
     evaluation: LabelledImages | None = None,
     training: LabelledImages | None = None,
     device: str | torch.device = "cpu",
-    progress: bool = True,
-    keep_models: bool = False,
-    on_accept: Callable[[PruningSession], None] | None = None,
-    resume: ResumePoint | None = None,
-) -> PruneResult:
-    """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
-
-    ``references``, ``evaluation`` and ``training`` are ``(images, labels)`` with
-    labels given as the model's output indices (e.g. ImageNet class indices).
-    ``config`` holds every setting; the default is :meth:`PruneConfig.recommended`
-    (what ``sddpx-tp prune`` runs), :meth:`PruneConfig.paper` gives the papers'
-    semantics. ``evaluation`` is measured at every accepted step and never guides the
-    method. ``training`` is for the methods that retrain: ``method="progressive"``,
-    or ``config.retraining.finetune_epochs`` > 0 after the others.
-    With ``config.stop_at_target`` the run ends at the first accepted step that misses
-    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.holdout`` of each
-    class's references, held back from everything else (recorded as ``holdout_accuracy``).
-
-    The input model is not modified. ``on_accept`` is called after every accepted
-    step (e.g. to checkpoint); ``resume`` continues an interrupted run.
-    """
+) -> PreparedRun:
+    """Check ``config`` against the method and the data, map labels to class positions, hold back what judges
+    the target, fit the head (``config.head == "fit"``) and check the model leaves something to prune.
+    Arguments as :func:`prune`'s; raises one-line errors (:class:`SettingError`, ``ValueError``)."""
     config = config or PruneConfig.recommended()
     method = check_config(config, has_training=training is not None)
     torch.manual_seed(config.seed)
@@ -186,35 +190,46 @@ def prune(
     else:
         unpruned = restrict_to_classes(model, classes)
     unpruned = unpruned.to(device).eval()
-    start = unpruned if resume is None else resume.model.to(device).eval()
-    # A resumed run was checked when it started (and may have pruned everything it could since).
-    prunable = (check_prunable if resume is None else _prunable)(start, references[0], config)
+    prunable = check_prunable(unpruned, references[0], config)
+    return PreparedRun(config, list(classes), method, unpruned, prunable, references, evaluation, training,
+                       holdout, head, scores)  # fmt: skip
+
+
+def run_prepared(
+    prepared: PreparedRun,
+    *,
+    progress: bool = True,
+    keep_models: bool = False,
+    on_accept: Callable[[PruningSession], None] | None = None,
+    resume: ResumePoint | None = None,
+) -> PruneResult:
+    """Prune what :func:`prepare` made ready; arguments as :func:`prune`'s."""
+    config, references = prepared.config, prepared.references
+    torch.set_rng_state(prepared.random_state)
+    if resume is None:
+        start = prepared.prunable
+    else:  # a resumed run was checked when it started (and may have pruned everything it could since)
+        device = next(prepared.unpruned.parameters()).device
+        start = _prunable(resume.model.to(device).eval(), references[0], config)
     session = PruningSession(
-        prunable,
+        start,
         references,
-        classes=len(classes),
-        relevance_config=config.relevance,
-        evaluation=evaluation,
+        len(prepared.classes),
+        config,
+        evaluation=prepared.evaluation,
         keep_models=keep_models,
         progress=progress,
-        max_rate=config.max_rate,
         on_accept=on_accept,
         resume=None if resume is None else (resume.trajectory, resume.schedule_state),
-        training=training,
-        training_config=config.retraining,
-        reference_scores=scores,
-        on_before_accept=_refitting(config, references, len(classes), head, scores),
-        criterion=config.criterion,
-        seed=config.seed,
-        repair=config.repair,
+        training=prepared.training,
+        reference_scores=prepared.scores,
+        on_before_accept=_refitting(config, references, len(prepared.classes), prepared.head, prepared.scores),
         # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
-        original_model=copy.deepcopy(unpruned) if config.repair else None,
-        ridge=config.ridge,
-        holdout=holdout,
-        stop_at=config.accuracy_target if config.stop_at_target else None,
+        original_model=copy.deepcopy(prepared.unpruned) if config.repair else None,
+        holdout=prepared.holdout,
     )
     try:
-        method.run(session, config)
+        prepared.method.run(session, config)
         if config.retraining.finetune_epochs > 0 and session.trajectory[-1].phase != "finetuned":
             finetune(session, seed=config.seed)
     finally:
@@ -223,7 +238,42 @@ def prune(
         model=session.current.model,
         trajectory=session.trajectory,
         config=config,
-        classes=list(classes),
+        classes=list(prepared.classes),
         models=session.models,
-        head=head,
+        head=prepared.head,
     )
+
+
+def prune(
+    model: nn.Module,
+    references: LabelledImages,
+    classes: Sequence[int],
+    config: PruneConfig | None = None,
+    *,
+    evaluation: LabelledImages | None = None,
+    training: LabelledImages | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    keep_models: bool = False,
+    on_accept: Callable[[PruningSession], None] | None = None,
+    resume: ResumePoint | None = None,
+) -> PruneResult:
+    """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
+
+    ``references``, ``evaluation`` and ``training`` are ``(images, labels)`` with
+    labels given as the model's output indices (e.g. ImageNet class indices).
+    ``config`` holds every setting; the default is :meth:`PruneConfig.recommended`
+    (what ``sddpx-tp prune`` runs), :meth:`PruneConfig.paper` gives the papers'
+    semantics. ``evaluation`` is measured at every accepted step and never guides the
+    method. ``training`` is for the methods that retrain: ``method="progressive"``,
+    or ``config.retraining.finetune_epochs`` > 0 after the others.
+    With ``config.stop_at_target`` the run ends once an accepted step clearly misses
+    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.holdout`` of each
+    class's references, held back from everything else (recorded as ``holdout_accuracy``).
+
+    The input model is not modified. ``on_accept`` is called after every accepted
+    step (e.g. to checkpoint); ``resume`` continues an interrupted run. The same as
+    :func:`run_prepared` of :func:`prepare`.
+    """
+    prepared = prepare(model, references, classes, config, evaluation=evaluation, training=training, device=device)
+    return run_prepared(prepared, progress=progress, keep_models=keep_models, on_accept=on_accept, resume=resume)

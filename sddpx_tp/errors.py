@@ -56,10 +56,6 @@ class UnsupportedArchitectureError(ModelSourceError, ValueError):
     """Relevance cannot be propagated correctly through this model: it is refused, never guessed at."""
 
 
-class DataError(UserError):
-    """A reference, evaluation or training folder that cannot be used as given."""
-
-
 class RunFolderError(UserError):
     """A run folder that cannot be written, resumed, exported or reported as asked."""
 

@@ -21,7 +21,7 @@ from sddpx_tp.models.classifier import restrict_to_classes
 from sddpx_tp.pruning.accuracy_target import AccuracyTarget, hold_back
 
 
-def test_the_recommended_step_is_the_last_before_the_first_miss() -> None:
+def test_without_image_counts_the_recommended_step_is_the_last_before_the_first_miss() -> None:
     target = AccuracyTarget(mean_kept=0.95, class_kept=0.9)
     rates = [0.0, 0.1, 0.2, 0.3, 0.4]
     # Unpruned mean 0.9; step 2 keeps the mean (0.875 >= 0.855) but class 1 falls to 0.75 < 0.9 * 0.9.
@@ -53,10 +53,10 @@ def _judged(trajectory: list, field: str) -> list[list[float]]:
     return [getattr(record, field) for record in trajectory]
 
 
-def test_a_run_stops_at_the_first_step_that_misses_the_target(fashion_task: tuple) -> None:
+def test_without_noise_allowance_a_run_stops_at_the_first_step_that_misses_the_target(fashion_task: tuple) -> None:
     model, references, evaluation = fashion_task
     config = PruneConfig.recommended(method="dpx", max_rate=0.9, step=0.1, repair=(), stop_at_target=True,
-                                     target_accuracy=0.97, min_class_accuracy=0.95)  # fmt: skip
+                                     target_accuracy=0.97, min_class_accuracy=0.95, target_confidence=0.0)  # fmt: skip
     result = prune(model, references, [0, 6], config, evaluation=evaluation, progress=False)
     trajectory = result.trajectory
     unpruned = trajectory[0].eval_accuracy

@@ -85,6 +85,7 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         min_class_accuracy=DEFAULTS.min_class_accuracy
         if options["min_class_accuracy"] is None
         else options["min_class_accuracy"],
+        target_confidence=options["target_confidence"],
         stop_at_target=options["stop_at_target"]
         or options["target_accuracy"] is not None
         or options["min_class_accuracy"] is not None,
@@ -262,7 +263,19 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     type=float,
     help=f"... and each class this share of its own [{DEFAULTS.min_class_accuracy}]; giving it also stops the run",
 )
-@click.option("--stop-at-target", is_flag=True, help="stop at the first step that misses the (default) target")
+@click.option(
+    "--target-confidence",
+    type=float,
+    default=DEFAULTS.target_confidence,
+    show_default=True,
+    help="a step falls short of the target only beyond this many standard errors of the judging images' "
+    "sampling noise (0: any shortfall, the first miss ends the search)",
+)
+@click.option(
+    "--stop-at-target",
+    is_flag=True,
+    help="stop once a step clearly misses the (default) target, or 3 steps in a row fall short of it",
+)
 @click.option(
     "--holdout",
     type=float,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.lrp.relevance import RelevanceConfig
-from sddpx_tp.pruning.accuracy_target import AccuracyTarget
+from sddpx_tp.pruning.accuracy_target import DEFAULT_CONFIDENCE, AccuracyTarget
 from sddpx_tp.pruning.criteria import CriterionChoice, criterion_label, criterion_problem
 from sddpx_tp.pruning.reconstruction import DEFAULT_RIDGE
 from sddpx_tp.pruning.repairs import REPAIRS, RepairName
@@ -89,7 +89,10 @@ class PruneConfig:
     # accuracy: of the mean, and of each class's own (sddpx_tp.pruning.accuracy_target).
     target_accuracy: float = 0.95
     min_class_accuracy: float = 0.9
-    stop_at_target: bool = False  # end the run at the first accepted step that misses the target
+    # A shortfall counts only beyond this many standard errors of the judging images' noise (0: any shortfall,
+    # the first miss ends the search, as before issue 31).
+    target_confidence: float = DEFAULT_CONFIDENCE
+    stop_at_target: bool = False  # end the run once a step clearly misses the target (or several fall short)
     # With stop_at_target and no evaluation images: the share of each class's references held back
     # from relevance, trials, repairs and the head's fit, to judge the target on images the run never used.
     # With head_judge "held-back": the share of the (remaining) references held back to judge the trials.
@@ -109,7 +112,7 @@ class PruneConfig:
 
     @property
     def accuracy_target(self) -> AccuracyTarget:
-        return AccuracyTarget(self.target_accuracy, self.min_class_accuracy)
+        return AccuracyTarget(self.target_accuracy, self.min_class_accuracy, self.target_confidence)
 
     def replace(self, **changes: Any) -> PruneConfig:
         return dataclasses.replace(self, **changes)
@@ -149,6 +152,10 @@ class PruneConfig:
                 f"{{min_class_accuracy}} must be in [0, 1], not {self.min_class_accuracy}",
             ),
             (0 < self.holdout < 1, f"{{holdout}} must be in (0, 1), not {self.holdout}"),
+            (
+                0 <= self.target_confidence <= 10,
+                f"{{target_confidence}} must be in [0, 10] standard errors, not {self.target_confidence}",
+            ),
             # Settings of a fitted head would otherwise be silently ignored.
             (
                 self.head == "fit" or self.head_judge == DEFAULT_HEAD_JUDGE,

@@ -18,13 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sddpx_tp.lrp.architectures import support_for
-from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
+from sddpx_tp.lrp.relevance import filter_relevance
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
-from sddpx_tp.pruning.accuracy_target import AccuracyTarget, recommended_record
-from sddpx_tp.pruning.criteria import CriterionChoice, channel_scores
-from sddpx_tp.pruning.repairs import RepairName, StepRepair, step_repair
+from sddpx_tp.pruning.accuracy_target import target_lost
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.criteria import channel_scores
+from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
-from sddpx_tp.pruning.training import TrainingConfig
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
 Scores = tuple[list[float], list[float]]  # per class: accuracy and mean true-class probability
@@ -56,6 +56,9 @@ class StepRecord:
     phase: str = "pruning"  # "pruning", or after training: "retrained" (progressive) or "finetuned"
     layer: str | None = None  # progressive retraining: the group this record pruned or retrained after
     holdout_accuracy: list[float] | None = None  # on references held back from the run (stop_at_target only)
+    # Images a class behind the accuracy that judges the target (held-out, else held-back references; None when
+    # the references judge): the noise the recommended step is chosen against (sddpx_tp.pruning.accuracy_target).
+    judged_counts: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,31 +86,30 @@ class PruningSession:
         model: PrunableModel,
         references: LabelledImages,
         classes: int,
-        relevance_config: RelevanceConfig,
+        config: PruneConfig,
+        *,
         evaluation: LabelledImages | None = None,
-        keep_models: bool = False,
-        progress: bool = True,
-        max_rate: float = 0.9,
-        on_accept: Callable[[PruningSession], None] | None = None,
-        resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
         training: LabelledImages | None = None,
-        training_config: TrainingConfig | None = None,
+        holdout: LabelledImages | None = None,
         reference_scores: Callable[[nn.Module], Scores] | None = None,
         on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
-        criterion: CriterionChoice = "lrp",
-        seed: int = 0,
-        repair: tuple[RepairName, ...] = (),
         original_model: nn.Module | None = None,
-        ridge: float = 1e-3,
-        holdout: LabelledImages | None = None,
-        stop_at: AccuracyTarget | None = None,
+        keep_models: bool = False,
+        progress: bool = True,
+        on_accept: Callable[[PruningSession], None] | None = None,
+        resume: tuple[list[StepRecord], dict[str, Any]] | None = None,
     ) -> None:
         """Start at ``model`` (recorded as step 0), or continue a run: ``resume`` holds its
         trajectory and schedule state, and ``model`` is its last accepted model.
 
-        ``holdout``: references held back from everything else, measured at every accepted step.
-        ``stop_at``: the run is :attr:`stopped` once an accepted step misses this target, judged on
-        the evaluation images, else on ``holdout``, else on the references."""
+        ``config`` gives the criterion, relevance, repairs, retraining, seed, the rate to stop at and,
+        with ``stop_at_target``, the accuracy target. ``holdout``: references held back from everything
+        else, measured at every accepted step. With a target the run is :attr:`stopped` once it is lost
+        (:meth:`AccuracyTarget.lost`), judged on the evaluation images, else on ``holdout``, else on the
+        references. ``original_model``: the unpruned model, which the repairs target."""
+        relevance_config, max_rate, training_config = config.relevance, config.max_rate, config.retraining
+        criterion, seed, repair, ridge = config.criterion, config.seed, config.repair, config.ridge
+        stop_at = config.accuracy_target if config.stop_at_target else None
         self.current = model
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
         self.architecture = support_for(model.model)
@@ -168,7 +170,7 @@ class PruningSession:
         """Whether the run has reached its accuracy target's limit: schedules take no further step."""
         if self.stop_at is None or not self.trajectory:
             return False
-        return recommended_record(self.trajectory, self.stop_at) != len(self.trajectory) - 1
+        return target_lost(self.trajectory, self.stop_at)
 
     def channel_scores(self, model: PrunableModel) -> dict[str, GroupScores]:
         """Each group's per-channel scores under the run's criterion; one scoring pass (counted and
@@ -273,6 +275,7 @@ class PruningSession:
             phase=phase,
             layer=layer,
             holdout_accuracy=holdout_accuracy,
+            judged_counts=self._judged_counts(),
         )
         self.trajectory.append(record)
         if self.keep_models:
@@ -281,6 +284,12 @@ class PruningSession:
         self._bar.set_postfix(H=f"{record.reference_harmonic_mean:.3f}")
         if self.on_accept is not None:
             self.on_accept(self)
+
+    def _judged_counts(self) -> list[int] | None:
+        judged = self.evaluation if self.evaluation is not None else self.holdout
+        if judged is None:
+            return None
+        return [int((judged[1] == position).sum()) for position in range(self.classes)]
 
     def close(self) -> None:
         self._bar.close()

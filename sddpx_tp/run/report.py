@@ -37,6 +37,7 @@ def recommended_step(trajectory: list[StepRecord], target: AccuracyTarget | None
     return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": getattr(record, f"{judge}_accuracy"),
             "params": record.params, "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
             "judged_on": JUDGES[judge], "mean_kept": target.mean_kept, "class_kept": target.class_kept,
+            "confidence": target.confidence, "judged_counts": trajectory[0].judged_counts,
             "stopped_early": index < len(trajectory) - 1}  # fmt: skip
 
 
@@ -44,8 +45,10 @@ def target_of(settings: dict[str, Any]) -> AccuracyTarget:
     """The accuracy target stored in a run's settings (the defaults for runs from before targets)."""
     config = settings.get("config", {})
     default = AccuracyTarget()
+    # Runs from before issue 31 have no target_confidence, and no judged_counts either: their choice is unchanged.
     return AccuracyTarget(config.get("target_accuracy", default.mean_kept),
-                          config.get("min_class_accuracy", default.class_kept))  # fmt: skip
+                          config.get("min_class_accuracy", default.class_kept),
+                          config.get("target_confidence", default.confidence))  # fmt: skip
 
 
 def build_report(
@@ -184,9 +187,21 @@ def _recommended_section(recommended: dict[str, Any] | None, export: dict[str, A
         f"(params x{recommended['params_ratio']:.3f}, MACs x{recommended['macs_ratio']:.3f}), per-class accuracy "
         f"{', '.join(_percent(value) for value in recommended['accuracy'])}: the highest rate keeping "
         f"{recommended['mean_kept']:.0%} of the unpruned mean accuracy and {recommended['class_kept']:.0%} of each "
-        f"class's, judged on {recommended['judged_on']}{optimistic.get(recommended['judged_on'], '')}. "
-        f"It is {exported}.",
+        f"class's, judged on {recommended['judged_on']}{optimistic.get(recommended['judged_on'], '')}"
+        f"{_noise_rule(recommended)}. It is {exported}.",
     ]
+
+
+def _noise_rule(recommended: dict[str, Any]) -> str:
+    """How the choice treated the judging images' noise, in words (nothing for runs from before the rule)."""
+    counts, confidence = recommended.get("judged_counts"), recommended.get("confidence")
+    if not counts or not confidence:
+        return ", before the first step that misses it"
+    images = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    return (
+        f", before the first step that misses it by more than {confidence:g} standard errors of the noise of "
+        f"{images} images a class (a smaller shortfall is a dip within noise, and does not end the search)"
+    )
 
 
 def _export_section(export: dict[str, Any] | None) -> list[str]:

@@ -20,15 +20,13 @@ from typing import Any
 
 import torch
 
-from sddpx_tp.api import PruneResult, ResumePoint, check_prunable, prune
+from sddpx_tp.api import PreparedRun, PruneResult, ResumePoint, prepare, run_prepared
 from sddpx_tp.data.fingerprints import file_digest, folder_fingerprint
 from sddpx_tp.data.references import ImageSet, check_labels, load_image_folder, printable
 from sddpx_tp.errors import Interrupted, SettingError, UserError, literal
 from sddpx_tp.models.checkpoint import save_full_model, save_pruned
-from sddpx_tp.models.classifier import restrict_to_classes
 from sddpx_tp.models.registry import ModelSpec
 from sddpx_tp.pruning.head import save_head
-from sddpx_tp.pruning.method_registry import check_config
 from sddpx_tp.pruning.session import PruningSession
 from sddpx_tp.run.folder import RunDirectory
 from sddpx_tp.run.rebuild import count_outputs, resolve, restricted_architecture, source_model, with_overrides
@@ -56,8 +54,8 @@ def check_device(device: str) -> None:
 
 def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None) -> RunInputs:
     """Build the model and read every image folder; unreadable images are skipped, each with a warning
-    (``warn(message)``, or a Python warning)."""
-    check_config(settings.config, has_training=settings.images.training is not None)
+    (``warn(message)``, or a Python warning). The pruning settings are checked once, by
+    :func:`~sddpx_tp.api.prepare`, with the images and the model."""
     model, spec = source_model(settings.model)
     spec = with_overrides(spec, settings.preprocessing, settings.images.labels)
     folders = settings.images
@@ -127,22 +125,29 @@ def prune_run(
     check_folders(settings, run.path)
     inputs = read_inputs(settings, warn)
     settings = resolve(settings, inputs.spec, inputs.references, inputs.fingerprints)
-    new_head = settings.config.head == "fit"  # then the classes are not outputs of the model
-    start = inputs.model if new_head else restrict_to_classes(inputs.model, inputs.references.classes)
-    check_prunable(start, inputs.references.images, settings.config)
+    # Every check of the pruning itself, done once, before the folder is touched; the run then uses what it built.
+    prepared = prepare(
+        inputs.model,
+        (inputs.references.images, inputs.references.labels),
+        inputs.references.classes,
+        settings.config,
+        evaluation=_labelled(inputs.evaluation),
+        training=_labelled(inputs.training),
+        device=device,
+    )
     existed = run.path.is_dir()
     with run.writing(force=force, resume=resume):
         try:
             resume_point = _resume_point(run, settings) if resume and run.has_checkpoint() else None
-            return _prune_into(run, settings, inputs, resume_point, device, progress)
+            return _prune_into(run, settings, inputs, prepared, resume_point, progress)
         except UserError:
             if not run.has_checkpoint():  # nothing accepted yet: leave the folder as it was found
                 run.folder.discard(remove_folder=not existed)
             raise
 
 
-def _prune_into(run: RunDirectory, settings: RunSettings, inputs: RunInputs, resume_point: ResumePoint | None,
-                device: str, progress: bool) -> dict[str, Any]:  # fmt: skip
+def _prune_into(run: RunDirectory, settings: RunSettings, inputs: RunInputs, prepared: PreparedRun,
+                resume_point: ResumePoint | None, progress: bool) -> dict[str, Any]:  # fmt: skip
     log = _open_log(run.log)
 
     def checkpoint(session: PruningSession) -> None:
@@ -152,18 +157,7 @@ def _prune_into(run: RunDirectory, settings: RunSettings, inputs: RunInputs, res
                  record.reference_harmonic_mean)  # fmt: skip
 
     try:
-        result = prune(
-            inputs.model,
-            (inputs.references.images, inputs.references.labels),
-            inputs.references.classes,
-            settings.config,
-            evaluation=_labelled(inputs.evaluation),
-            training=_labelled(inputs.training),
-            device=device,
-            progress=progress,
-            on_accept=checkpoint,
-            resume=resume_point,
-        )
+        result = run_prepared(prepared, progress=progress, on_accept=checkpoint, resume=resume_point)
         summary = _finish(run, result, settings, inputs)
         log.info("done: %s", json.dumps(summary))
         return summary

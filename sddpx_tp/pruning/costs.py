@@ -1,0 +1,61 @@
+"""What a channel costs: the multiply-accumulates that go with one channel of each prunable group.
+
+Removing a channel of a group removes, in every member layer, the work that channel feeds or is
+fed by: a conv's filter (``H_out * W_out * k * k * C_in / groups`` MACs), a dense conv's input
+slice (``H_out * W_out * k * k * C_out``), a linear layer's input features. A depthwise conv's input
+and output channel are one channel, counted once. Costs are at the model's current widths and at
+the input size of ``example_input``, counted as :func:`sddpx_tp.metrics.count_macs` counts (convs
+and matmuls; BatchNorm and activations are free), which a test holds them to by removing channels
+physically. This is the *macs* unit of issue 31's cost-aware pruning; not used by the methods yet.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sddpx_tp.pruning.surgery import PrunableModel
+
+
+def output_positions(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, int]:
+    """Spatial positions (``H * W``; 1 for a linear layer) of every conv's and linear layer's output."""
+    positions: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        positions[module] = int(output[0, 0].numel()) if isinstance(module, nn.Conv2d) else 1
+
+    layers = [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    handles = [layer.register_forward_hook(record) for layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return positions
+
+
+def channel_macs(prunable: PrunableModel) -> dict[str, int]:
+    """By root conv name, the MACs that one channel of its group costs at the current widths."""
+    positions = output_positions(prunable.model, prunable.example_input)
+    graph = prunable.graph
+    costs: dict[str, int] = {}
+    for root, group in prunable.groups().items():
+        channels = len(group[0].idxs)
+        cost = 0
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            per_channel = len(item.idxs) // channels  # e.g. a linear layer after a flatten: H * W features each
+            if isinstance(module, nn.Conv2d) and module in positions:
+                kernel = module.kernel_size[0] * module.kernel_size[1] * positions[module]
+                if graph.is_out_channel_pruning_fn(handler):
+                    cost += per_channel * kernel * module.in_channels // module.groups
+                elif graph.is_in_channel_pruning_fn(handler) and module.groups == 1:
+                    cost += per_channel * kernel * module.out_channels
+            elif isinstance(module, nn.Linear) and graph.is_in_channel_pruning_fn(handler):
+                cost += per_channel * module.out_features
+        costs[root] = cost
+    return costs

@@ -1,0 +1,100 @@
+"""The noise-aware recommended step (issue 31, part 1) on hand-made trajectories, against an exact binomial
+test, and through a run: a dip within noise is forgiven, a lasting drop stops, a class collapse never is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import prune_args
+from scipy.stats import binomtest
+
+from sddpx_tp import PruneConfig, prune
+from sddpx_tp.cli import main
+from sddpx_tp.pruning.accuracy_target import AccuracyTarget
+
+COUNTS = [200, 200]
+START = [0.9, 0.8]  # floors 0.81 and 0.72; mean target 0.95 * 0.85 = 0.8075
+RATES = [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_a_one_image_dip_is_forgiven_and_the_search_goes_on() -> None:
+    # Step 2: class 1 at 143/200 = 0.715, one image under its floor of 144; steps 3 and 4 meet the target again.
+    per_class = [START, [0.9, 0.78], [0.9, 0.715], [0.89, 0.76], [0.88, 0.74]]
+    target = AccuracyTarget()
+    assert target.verdicts(per_class, COUNTS) == ["meets", "meets", "within noise", "meets", "meets"]
+    assert target.recommended_index(RATES, per_class, COUNTS) == 4
+    assert not target.lost(RATES, per_class, COUNTS)
+    # Without the noise allowance, or without knowing the counts, the dip ends the search.
+    assert AccuracyTarget(confidence=0.0).recommended_index(RATES, per_class, COUNTS) == 1
+    assert target.recommended_index(RATES, per_class) == 1
+
+
+def test_a_lasting_drop_within_noise_stops_the_run_but_never_becomes_the_choice() -> None:
+    per_class = [START, [0.9, 0.78], [0.9, 0.715], [0.9, 0.71], [0.89, 0.712]]
+    target = AccuracyTarget()
+    assert target.verdicts(per_class, COUNTS)[2:] == ["within noise"] * 3
+    assert target.recommended_index(RATES, per_class, COUNTS) == 1  # no step after 1 meets the target
+    assert not target.lost(RATES[:4], per_class[:4], COUNTS)  # two steps short: not yet
+    assert target.lost(RATES, per_class, COUNTS)  # three in a row: the run stops (patience 3)
+    assert not AccuracyTarget(patience=4).lost(RATES, per_class, COUNTS)
+
+
+def test_a_class_collapse_is_never_forgiven_even_when_the_model_recovers() -> None:
+    per_class = [START, [0.9, 0.78], [0.9, 0.2], [0.9, 0.8], [0.9, 0.8]]
+    for confidence in (0.0, 1.645, 3.0, 10.0):
+        target = AccuracyTarget(confidence=confidence)
+        assert target.verdicts(per_class, COUNTS)[2] == "clearly misses"
+        assert target.recommended_index(RATES, per_class, COUNTS) == 1
+        assert target.lost(RATES[:3], per_class[:3], COUNTS)
+
+
+def test_a_mean_that_falls_clearly_short_is_a_miss_though_every_class_keeps_its_floor() -> None:
+    # Both classes just above their floors (0.82 >= 0.81, 0.73 >= 0.72): mean 0.775, 3.3 points under 0.8075.
+    per_class = [START, [0.82, 0.73]]
+    assert AccuracyTarget().verdict(per_class[1], START, COUNTS) == "clearly misses"
+    assert AccuracyTarget().verdict([0.86, 0.74], START, COUNTS) == "within noise"  # mean 0.80: 1.5 points
+
+
+@pytest.mark.parametrize("floor", [0.72, 0.81, 0.9])
+def test_a_clear_miss_agrees_with_an_exact_one_sided_binomial_test(floor: float) -> None:
+    """Away from the boundary (exact p-value < 0.01 or > 0.2), a class is a clear miss at 1.645 standard errors
+    exactly when an exact binomial test rejects 'the step keeps the floor' at 5 %."""
+    count = 200
+    start = [floor / 0.9, 1.0]  # class 0's floor is `floor`; class 1 keeps everything
+    target = AccuracyTarget(mean_kept=0.0)  # only the class floor judges
+    checked = 0
+    for correct in range(int(floor * count) - 40, int(floor * count)):
+        p_value = binomtest(correct, count, floor, alternative="less").pvalue
+        if 0.01 <= p_value <= 0.2:
+            continue
+        verdict = target.verdict([correct / count, 1.0], start, [count, count])
+        assert (verdict == "clearly misses") == (p_value < 0.01), (correct, p_value, verdict)
+        checked += 1
+    assert checked > 20
+
+
+def test_a_run_records_its_judging_counts_and_stops_only_at_a_clear_miss(fashion_task: tuple) -> None:
+    model, references, evaluation = fashion_task
+    config = PruneConfig.recommended(method="dpx", max_rate=0.9, step=0.1, repair=(), stop_at_target=True,
+                                     target_accuracy=0.97, min_class_accuracy=0.95)  # fmt: skip
+    result = prune(model, references, [0, 6], config, evaluation=evaluation, progress=False)
+    trajectory = result.trajectory
+    assert all(record.judged_counts == [200, 200] for record in trajectory)
+    per_class = [record.eval_accuracy for record in trajectory]
+    verdicts = config.accuracy_target.verdicts(per_class, [200, 200])  # type: ignore[arg-type]
+    # It ran on through every step before the last, and stopped where the rule says it must.
+    assert "clearly misses" not in verdicts[:-1]
+    assert verdicts[-1] == "clearly misses" or verdicts[-3:] == ["within noise"] * 3 or len(trajectory) == 10
+
+
+def test_the_report_says_how_noise_was_judged(data: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, prune_args(data, run, "--eval", str(data["eval"])))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["recommended"]["judged_counts"] == [16, 16]
+    assert report["recommended"]["confidence"] == pytest.approx(1.645)
+    assert "1.645 standard errors of the noise of 16 images a class" in (run / "report.md").read_text()
