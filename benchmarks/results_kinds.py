@@ -307,3 +307,30 @@ class Retraining:
             body.append([str(images), words, *cells])
         headings = ["training images per class", "method", "filter rate", "held-out accuracy", "lowest class", "s"]
         return markdown(headings, body)
+
+
+@dataclass(frozen=True)
+class StepRules:
+    """``step_rule_report.py``: each rule's choice checked on unseen images, on the tuning and reported seeds."""
+
+    tuning: str  # the report of seeds 0-4
+    reported: str  # the report of seeds 5-9
+    corner: str
+
+    def render(self, results: Path) -> str:
+        tuning, reported = (load(results, source)["rules"] for source in (self.tuning, self.reported))
+        body = []
+        for rule, row in reported.items():
+            tuned = tuning[rule]
+            body.append([
+                rule,
+                f"{tuned['keeps_target']}/{tuned['tasks']}",
+                f"{tuned['macs_ratio_median']:.3f}",
+                f"{row['keeps_target']}/{row['tasks']}",
+                f"{row['keeps_floor']}/{row['tasks']}",
+                f"{row['filter_rate_median']:.2f}",
+                f"{row['macs_ratio_median']:.3f}",
+            ])  # fmt: skip
+        headings = [self.corner, "seeds 0-4: keeps the target", "MACs x", "seeds 5-9: keeps the target",
+                    "no class below 0.85", "filter rate", "MACs x"]  # fmt: skip
+        return markdown(headings, body)

@@ -53,6 +53,7 @@ from results_kinds import (
     Retraining,
     Row,
     SecondsBySeed,
+    StepRules,
     Table,
     ThreadProfile,
     key,
@@ -190,6 +191,16 @@ TABLES: dict[str, Renders] = {
     # deploy.md
     "deploy_resnet18": Deploy("results/deploy_resnet18.json", "ResNet-18"),
     "deploy_mobilenet_v2": Deploy("results/deploy_mobilenet_v2.json", "MobileNetV2"),
+    "step_rule_resnet18": StepRules(
+        "results/step_rule_resnet18_report_0.json",
+        "results/step_rule_resnet18_report_5.json",
+        "ResNet-18 (10 classes), DPX and the default",
+    ),
+    "step_rule_transfer": StepRules(
+        "results/step_rule_transfer_report_0.json",
+        "results/step_rule_transfer_report_5.json",
+        "ResNet-18 (8 classes) to 2 unseen, head fitted, DPX and the default",
+    ),
     "thread_profile": ThreadProfile(
         "results/thread_profile.json",
         "ONNX Runtime setting",

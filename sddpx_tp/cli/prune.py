@@ -13,7 +13,7 @@ from zennit.composites import COMPOSITES
 from sddpx_tp.cli.flags import echo_warning, floats
 from sddpx_tp.data.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.lrp.relevance import RelevanceConfig
-from sddpx_tp.pruning.config import COMPENSATIONS, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
+from sddpx_tp.pruning.config import COMPENSATIONS, COSTS, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
 from sddpx_tp.pruning.criteria import CRITERIA, names_code
 from sddpx_tp.pruning.method_registry import available_methods
 from sddpx_tp.pruning.training import OPTIMIZERS, TrainingConfig
@@ -70,6 +70,7 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         round_to=options["round_to"],
         compensation=options["compensate"],
         criterion=options["criterion"],
+        cost=options["cost"],
         repair=() if options["repair"] == "none" else tuple(part.strip() for part in options["repair"].split(",")),
         ridge=options["ridge"],
         class_floor=options["class_floor"],
@@ -86,6 +87,7 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         if options["min_class_accuracy"] is None
         else options["min_class_accuracy"],
         target_confidence=options["target_confidence"],
+        target_margin=options["target_margin"],
         stop_at_target=options["stop_at_target"]
         or options["target_accuracy"] is not None
         or options["min_class_accuracy"] is not None,
@@ -203,6 +205,14 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     "a class built without arguments)",
 )
 @click.option(
+    "--cost",
+    type=click.Choice(COSTS),
+    default=DEFAULTS.cost,
+    show_default=True,
+    help="what --step and --max-rate are shares of, and what channels are ranked per unit of: filters (the "
+    "papers), or macs at the input size (relevance per multiply-accumulate: the cheap channels no longer go first)",
+)
+@click.option(
     "--class-floor",
     type=float,
     default=DEFAULTS.class_floor,
@@ -270,6 +280,14 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     show_default=True,
     help="a step falls short of the target only beyond this many standard errors of the judging images' "
     "sampling noise (0: any shortfall, the first miss ends the search)",
+)
+@click.option(
+    "--target-margin",
+    type=float,
+    default=DEFAULTS.target_margin,
+    show_default=True,
+    help="the recommended step meets the target by this many standard errors of that noise, so that a step kept "
+    "only by the luck of the draw is less often handed out",
 )
 @click.option(
     "--stop-at-target",

@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.lrp.relevance import RelevanceConfig
-from sddpx_tp.pruning.accuracy_target import DEFAULT_CONFIDENCE, AccuracyTarget
+from sddpx_tp.pruning.accuracy_target import DEFAULT_CONFIDENCE, DEFAULT_MARGIN, AccuracyTarget
 from sddpx_tp.pruning.criteria import CriterionChoice, criterion_label, criterion_problem
 from sddpx_tp.pruning.reconstruction import DEFAULT_RIDGE
 from sddpx_tp.pruning.repairs import REPAIRS, RepairName
+from sddpx_tp.pruning.surgery import Cost
 from sddpx_tp.pruning.training import TrainingConfig
 
 Compensation = Literal["auto", "adaptive", "always", "never"]
@@ -37,6 +38,7 @@ HEAD_JUDGES: tuple[HeadJudge, ...] = ("cross-fit", "held-back")
 DEFAULT_HEAD_JUDGE: HeadJudge = "cross-fit"
 DEFAULT_HEAD_FOLDS = 5
 COMPENSATIONS: tuple[Compensation, ...] = ("auto", "adaptive", "always", "never")
+COSTS: tuple[Cost, ...] = ("filters", "macs")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
 MAX_SEED = 2**63  # torch generators take 64-bit seeds; a larger one would fail mid-run
 
@@ -85,6 +87,9 @@ class PruneConfig:
     # What ranks the channels: LRP relevance, a baseline, or a user's torch-pruning Importance (an instance, or
     # "module:attribute" naming one; sddpx_tp.pruning.criteria).
     criterion: CriterionChoice = "lrp"
+    # What a step's share (and max_rate) is of, and what candidates are ranked per unit of: "filters" (the papers),
+    # or "macs" at the references' input size, relevance per MAC (sddpx_tp.pruning.costs; issue 31).
+    cost: Cost = "filters"
     # The step a run recommends (and ``export`` writes by default) keeps these shares of the unpruned
     # accuracy: of the mean, and of each class's own (sddpx_tp.pruning.accuracy_target).
     target_accuracy: float = 0.95
@@ -92,6 +97,7 @@ class PruneConfig:
     # A shortfall counts only beyond this many standard errors of the judging images' noise (0: any shortfall,
     # the first miss ends the search, as before issue 31).
     target_confidence: float = DEFAULT_CONFIDENCE
+    target_margin: float = DEFAULT_MARGIN  # standard errors the recommended step meets the target by
     stop_at_target: bool = False  # end the run once a step clearly misses the target (or several fall short)
     # With stop_at_target and no evaluation images: the share of each class's references held back
     # from relevance, trials, repairs and the head's fit, to judge the target on images the run never used.
@@ -112,7 +118,8 @@ class PruneConfig:
 
     @property
     def accuracy_target(self) -> AccuracyTarget:
-        return AccuracyTarget(self.target_accuracy, self.min_class_accuracy, self.target_confidence)
+        return AccuracyTarget(self.target_accuracy, self.min_class_accuracy, self.target_confidence,
+                              margin=self.target_margin)  # fmt: skip
 
     def replace(self, **changes: Any) -> PruneConfig:
         return dataclasses.replace(self, **changes)
@@ -140,6 +147,7 @@ class PruneConfig:
             (0 <= self.seed < MAX_SEED, f"{{seed}} must be in [0, 2**63), not {self.seed}"),
             (self.head in HEADS, f"{{head}} must be one of {HEADS}, not {self.head!r}"),
             (criterion_problem(self.criterion) is None, str(criterion_problem(self.criterion))),
+            (self.cost in COSTS, f"{{cost}} must be one of {', '.join(COSTS)}, not {literal(repr(self.cost))}"),
             (set(self.repair) <= set(REPAIRS), f"{{repair}} takes {', '.join(REPAIRS)}, not {literal(repairs)}"),
             (len(set(self.repair)) == len(self.repair), f"{{repair}} names a repair twice: {literal(repairs)}"),
             # > 0: a channel dead on the references would make the system singular.
@@ -155,6 +163,10 @@ class PruneConfig:
             (
                 0 <= self.target_confidence <= 10,
                 f"{{target_confidence}} must be in [0, 10] standard errors, not {self.target_confidence}",
+            ),
+            (
+                0 <= self.target_margin <= 10,
+                f"{{target_margin}} must be in [0, 10] standard errors, not {self.target_margin}",
             ),
             # Settings of a fitted head would otherwise be silently ignored.
             (

@@ -39,10 +39,13 @@ from sddpx_tp.pruning.surgery import Candidate, GroupScores, PrunableModel
 
 
 def _budget(session: PruningSession, config: PruneConfig, step: float) -> int:
-    """Filters the next step may remove: ``step`` of the original, capped at ``max_rate`` (none once the
-    run has stopped at its accuracy target)."""
+    """Filters (or MACs, with cost "macs") the next step may remove: ``step`` of the original, capped at
+    ``max_rate`` (none once the run has stopped at its accuracy target)."""
     if session.stopped:
         return 0
+    if config.cost == "macs":
+        limit = int(config.max_rate * session.original.macs) - session.removed_macs()
+        return min(round(step * session.original.macs), limit)
     limit = int(config.max_rate * session.original.filters) - session.removed_filters()
     return min(round(step * session.original.filters), limit)
 
@@ -68,7 +71,10 @@ def px(session: PruningSession, config: PruneConfig) -> None:
             root: GroupScores(root, [state["px_scores"][root][channel] for channel in kept], state["px_filters"][root])
             for root, kept in remaining.items()
         }
-        chosen = session.current.select(session.current.candidates(current), budget)
+        costs = session.macs_per_channel(session.current)
+        chosen = session.current.select(
+            session.current.candidates(current, macs_per_channel=costs), budget, config.cost
+        )
         if not chosen:
             return
         means = _input_means(session, compensation_for(config) == "always")
@@ -83,7 +89,8 @@ def px(session: PruningSession, config: PruneConfig) -> None:
 def dpx(session: PruningSession, config: PruneConfig) -> None:
     while (budget := _budget(session, config, config.step)) > 0:
         scores = session.channel_scores(session.current)
-        chosen = session.current.select(session.current.candidates(scores), budget)
+        costs = session.macs_per_channel(session.current)
+        chosen = session.current.select(session.current.candidates(scores, macs_per_channel=costs), budget, config.cost)
         if not chosen:
             return
         means = _input_means(session, compensation_for(config) == "always")
@@ -128,6 +135,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
     compensation = compensation_for(config)
     while _budget(session, config, config.step) > 0:
         scores = session.channel_scores(session.current)
+        costs = session.macs_per_channel(session.current)
         # One forward serves every trial of this step.
         means = _input_means(session, compensation != "never")
         repair = session.step_repair()  # gathered once, on the model before the step, for every trial
@@ -139,7 +147,8 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
         while True:
             budget = _budget(session, config, step)
             skipped = {(c.root, channel) for c in excluded for channel in c.channels}
-            chosen = session.current.select(session.current.candidates(scores, excluded=skipped), budget)
+            candidates = session.current.candidates(scores, excluded=skipped, macs_per_channel=costs)
+            chosen = session.current.select(candidates, budget, config.cost)
             if not chosen:
                 break
             accuracy, trial, used_means = _try(session, config, chosen, means, compensation == "adaptive", repair)

@@ -22,6 +22,7 @@ from sddpx_tp.lrp.relevance import filter_relevance
 from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.pruning.accuracy_target import target_lost
 from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.costs import channel_macs
 from sddpx_tp.pruning.criteria import channel_scores
 from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
@@ -109,6 +110,7 @@ class PruningSession:
         references. ``original_model``: the unpruned model, which the repairs target."""
         relevance_config, max_rate, training_config = config.relevance, config.max_rate, config.retraining
         criterion, seed, repair, ridge = config.criterion, config.seed, config.repair, config.ridge
+        self.cost = config.cost
         stop_at = config.accuracy_target if config.stop_at_target else None
         self.current = model
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
@@ -220,6 +222,13 @@ class PruningSession:
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
+
+    def removed_macs(self) -> int:
+        return self.original.macs - self.trajectory[-1].macs if self.trajectory else 0
+
+    def macs_per_channel(self, model: PrunableModel) -> dict[str, int] | None:
+        """With cost "macs": what one channel of each of ``model``'s groups costs now; None with "filters"."""
+        return channel_macs(model) if self.cost == "macs" else None
 
     def accept(
         self,

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch_pruning as tp
@@ -23,6 +24,8 @@ from sddpx_tp.lrp.importance import LRPImportance
 from sddpx_tp.models.classifier import classifier_name
 from sddpx_tp.pruning.compensation import InputMeans, compensate
 from sddpx_tp.pruning.repairs import StepRepair
+
+Cost = Literal["filters", "macs"]  # what a step's share is of, and what candidates are ranked per unit of
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Candidate:
     root: str
     channels: tuple[int, ...]  # indices among the root conv's current output channels
     filters: int  # conv filters removed with it
+    macs: int | None = None  # multiply-accumulates removed with it, when the run counts cost in MACs
 
 
 class PrunableModel:
@@ -133,7 +137,10 @@ class PrunableModel:
         return found
 
     def candidates(
-        self, group_scores: Mapping[str, GroupScores], excluded: Collection[tuple[str, int]] = ()
+        self,
+        group_scores: Mapping[str, GroupScores],
+        excluded: Collection[tuple[str, int]] = (),
+        macs_per_channel: Mapping[str, int] | None = None,
     ) -> list[Candidate]:
         """Bundles of channels, lowest mean relevance first; ``excluded`` channels are never offered.
 
@@ -141,6 +148,9 @@ class PrunableModel:
         width to a multiple of ``round_to`` and each later one removes ``round_to``
         more, down to the floor a group keeps. Means of successive bundles of a group
         never decrease, so the global order takes each group's bundles in turn.
+        With ``macs_per_channel`` (by root, :func:`sddpx_tp.pruning.costs.channel_macs`) the order is
+        by relevance per MAC instead, and each candidate carries the MACs it removes: a cheap
+        channel must be that much less relevant to go before a costly one.
         """
         floor = max(self.min_channels, self.round_to)
         found = []
@@ -156,25 +166,29 @@ class PrunableModel:
                 if any((root, channel) in excluded for channel in channels):
                     break
                 mean = sum(group.scores[channel] for channel in channels) / size
-                found.append((mean, root, bundle_index, channels, group.filters_per_channel * size))
+                macs = None if macs_per_channel is None else macs_per_channel[root] * size
+                key = mean if macs_per_channel is None else mean / max(macs_per_channel[root], 1)
+                found.append(
+                    (key, root, bundle_index, Candidate(mean, root, channels, group.filters_per_channel * size, macs))
+                )
                 position, bundle_index, size = position + size, bundle_index + 1, self.round_to
         found.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
-        return [Candidate(mean, root, channels, filters) for mean, root, _, channels, filters in found]
+        return [candidate for *_, candidate in found]
 
     @staticmethod
-    def select(candidates: Iterable[Candidate], filter_budget: int) -> list[Candidate]:
-        """The lowest candidates worth ``filter_budget`` filters.
+    def select(candidates: Iterable[Candidate], budget: int, unit: Cost = "filters") -> list[Candidate]:
+        """The lowest candidates worth ``budget`` filters (or MACs, with ``unit`` "macs").
 
-        The last one may overshoot the budget by its size; the filter rate is always
-        counted on the model afterwards, never assumed.
+        The last one may overshoot the budget by its size; the filter rate and the MACs are
+        always counted on the model afterwards, never assumed.
         """
         chosen: list[Candidate] = []
-        removed_filters = 0
+        removed = 0
         for candidate in candidates:
-            if removed_filters >= filter_budget:
+            if removed >= budget:
                 break
             chosen.append(candidate)
-            removed_filters += candidate.filters
+            removed += candidate.filters if unit == "filters" else (candidate.macs or 0)
         return chosen
 
     def _plan(self, chosen: Iterable[Candidate]) -> tuple[list[tp.Group], dict[str, list[int]]]:

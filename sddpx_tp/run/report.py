@@ -37,7 +37,7 @@ def recommended_step(trajectory: list[StepRecord], target: AccuracyTarget | None
     return {"step": record.step, "filter_rate": record.filter_rate, "accuracy": getattr(record, f"{judge}_accuracy"),
             "params": record.params, "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
             "judged_on": JUDGES[judge], "mean_kept": target.mean_kept, "class_kept": target.class_kept,
-            "confidence": target.confidence, "judged_counts": trajectory[0].judged_counts,
+            "confidence": target.confidence, "margin": target.margin, "judged_counts": trajectory[0].judged_counts,
             "stopped_early": index < len(trajectory) - 1}  # fmt: skip
 
 
@@ -48,7 +48,8 @@ def target_of(settings: dict[str, Any]) -> AccuracyTarget:
     # Runs from before issue 31 have no target_confidence, and no judged_counts either: their choice is unchanged.
     return AccuracyTarget(config.get("target_accuracy", default.mean_kept),
                           config.get("min_class_accuracy", default.class_kept),
-                          config.get("target_confidence", default.confidence))  # fmt: skip
+                          config.get("target_confidence", default.confidence),
+                          margin=config.get("target_margin", default.margin))  # fmt: skip
 
 
 def build_report(
@@ -198,9 +199,11 @@ def _noise_rule(recommended: dict[str, Any]) -> str:
     if not counts or not confidence:
         return ", before the first step that misses it"
     images = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    margin = recommended.get("margin") or 0
     return (
         f", before the first step that misses it by more than {confidence:g} standard errors of the noise of "
-        f"{images} images a class (a smaller shortfall is a dip within noise, and does not end the search)"
+        f"{images} images a class (a smaller shortfall is a dip within noise, and does not end the search), "
+        f"and meeting it by {margin:g} standard errors"
     )
 
 
