@@ -123,9 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--methods", nargs="+", default=["default", "dpx"], help="the runs' methods to judge")
     parser.add_argument("--out", type=Path, help="also write the summary as JSON")
     args = parser.parse_args()
-    runs = [run for run in json.loads(args.results.read_text())["runs"] if run["seed"] in args.seeds]
+    runs = [
+        run
+        for run in json.loads(args.results.read_text())["runs"]
+        if run["seed"] in args.seeds and run["method"] in args.methods
+    ]
     runs.sort(key=lambda run: (run["method"], run["seed"]))
     summary = evaluate(runs)
     print("tasks (method, seed):", ", ".join(f"{run['method']} {run['seed']}" for run in runs))
