@@ -334,3 +334,30 @@ class StepRules:
         headings = [self.corner, "seeds 0-4: keeps the target", "MACs x", "seeds 5-9: keeps the target",
                     "no class below 0.85", "filter rate", "MACs x"]  # fmt: skip
         return markdown(headings, body)
+
+
+@dataclass(frozen=True)
+class CostComparison:
+    """``step_rule.py``'s runs by method: the step the default rule hands out, kept on unseen images, and its MACs."""
+
+    source: str
+    corner: str
+    rows: tuple[tuple[str, str], ...]  # (method in the file, words on the page)
+    rule: str = "1.645 forgiven, met by 0.5"  # the default rule's name in step_rule_report.py
+
+    def render(self, results: Path) -> str:
+        from step_rule_report import evaluate  # a sibling script: imported when this table is drawn
+
+        runs = load(results, self.source)["runs"]
+        body = []
+        for method, words in self.rows:
+            cells = [words]
+            for seeds in ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)):
+                chosen = [run for run in runs if run["method"] == method and run["seed"] in seeds]
+                row = evaluate(chosen)[self.rule]
+                per_task = " ".join(f"{task['macs_ratio']:.2f}" for task in row["per_task"])
+                cells += [f"{row['keeps_target']}/{row['tasks']}", f"{row['macs_ratio_median']:.3f}", per_task]
+            body.append(cells)
+        headings = [self.corner, "seeds 0-4: keeps the target", "MACs x (median)", "per task",
+                    "seeds 5-9: keeps the target", "MACs x (median)", "per task"]  # fmt: skip
+        return markdown(headings, body)

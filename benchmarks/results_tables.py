@@ -47,6 +47,7 @@ from results_kinds import (
     TASKS,
     VS_DPX,
     Column,
+    CostComparison,
     Deploy,
     ExportSpeed,
     Renders,
@@ -191,6 +192,16 @@ TABLES: dict[str, Renders] = {
     # deploy.md
     "deploy_resnet18": Deploy("results/deploy_resnet18.json", "ResNet-18"),
     "deploy_mobilenet_v2": Deploy("results/deploy_mobilenet_v2.json", "MobileNetV2"),
+    "cost_resnet18": CostComparison(
+        "results/step_rule_resnet18.json",
+        "ResNet-18 (10 classes), max rate 0.9",
+        (
+            ("dpx", "DPX, `--cost filters`"),
+            ("dpx, cost macs", "DPX, `--cost macs`"),
+            ("default", "the default, `--cost filters`"),
+            ("default, cost macs", "the default, `--cost macs`"),
+        ),
+    ),
     "step_rule_resnet18": StepRules(
         "results/step_rule_resnet18_report_0.json",
         "results/step_rule_resnet18_report_5.json",
