@@ -222,6 +222,7 @@ def speedups(rows: list[dict[str, Any]], facts: Mapping[str, dict[str, Any]], ba
                     "threads": threads,
                     "batch": batch,
                     "model": label,
+                    "against": baseline,
                     "speedup": speedup,
                     "macs_reduction": reduction,
                     "speedup_over_macs_reduction": None if reduction is None else speedup / reduction,
@@ -231,22 +232,49 @@ def speedups(rows: list[dict[str, Any]], facts: Mapping[str, dict[str, Any]], ba
 
 
 def markdown_table(rows: list[dict[str, Any]], gains: list[dict[str, Any]]) -> str:
-    gain = {(g["engine"], g["provider"], g["threads"], g["batch"], g["model"]): g for g in gains}
+    """The latency rows, with each model's speedup over the unpruned fp32 model (and its share of the MACs
+    reduction) and, where it was timed, over the unpruned model quantized to int8."""
+    gain = {(g["engine"], g["provider"], g["threads"], g["batch"], g["model"], g.get("against", "baseline")): g
+            for g in gains}  # fmt: skip
+    over_int8 = any(g.get("against") == "baseline_int8" for g in gains)
     lines = [
         "| engine | provider | threads | batch | model | p50 ms | p90 ms | p99 ms | images/s | speedup "
-        "| / MACs reduction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| / MACs reduction |" + (" vs unpruned int8 |" if over_int8 else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if over_int8 else ""),
     ]
     for row in rows:
-        g = gain.get((row["engine"], row["provider"], row["threads"], row["batch"], row["model"]))
+        key = (row["engine"], row["provider"], row["threads"], row["batch"], row["model"])
+        g, g8 = gain.get((*key, "baseline")), gain.get((*key, "baseline_int8"))
         speed = f"{g['speedup']:.2f}x" if g else ""
         ratio = f"{g['speedup_over_macs_reduction']:.2f}" if g and g["speedup_over_macs_reduction"] else ""
+        int8 = (f" {g8['speedup']:.2f}x |" if g8 else " |") if over_int8 else ""
         lines.append(
             f"| {row['engine']} | {row['provider']} | {row['threads']} | {row['batch']} | {row['model']} "
             f"| {_ms(row['p50_ms'])} | {_ms(row['p90_ms'])} | {_ms(row['p99_ms'])} | {row['throughput_per_s']:.1f} "
-            f"| {speed} | {ratio} |"
+            f"| {speed} | {ratio} |{int8}"
         )
     return "\n".join(lines)
+
+
+def file_to_ship(rows: list[dict[str, Any]], candidates: list[str]) -> dict[str, Any] | None:
+    """The fastest of ``candidates`` (labels of models that keep the accuracy: the pruned fp32 model, and
+    its int8 one when export admitted it) in ONNX Runtime at batch 1 on the first provider and the fewest
+    threads timed, with its speedups over the unpruned fp32 and int8 models; None without such rows."""
+    timed = [row for row in rows if row["engine"] == "onnxruntime" and row["batch"] == 1]
+    if not timed:
+        return None
+    provider, threads = timed[0]["provider"], min(row["threads"] for row in timed)
+    at = {row["model"]: row for row in timed if row["provider"] == provider and row["threads"] == threads}
+    offered = [label for label in candidates if label in at]
+    if not offered:
+        return None
+    best = min(offered, key=lambda label: at[label]["p50_ms"])
+    choice: dict[str, Any] = {"model": best, "provider": provider, "threads": threads, "batch": 1,
+                              "p50_ms": at[best]["p50_ms"]}  # fmt: skip
+    for against in ("baseline", "baseline_int8"):
+        if against in at:
+            choice[f"speedup_over_{against}"] = at[against]["p50_ms"] / at[best]["p50_ms"]
+    return choice
 
 
 def _ms(value: float | None) -> str:

@@ -57,8 +57,26 @@ def test_int8_export_is_smaller_judged_on_held_out_images_and_benchmarked(head_r
     benched = CliRunner().invoke(main, [*bench, "--json"])
     assert benched.exit_code == 0, benched.stderr
     result = json.loads(benched.stdout)
-    assert {row["model"] for row in result["latency"]} == {"baseline", "pruned", "int8"}
-    assert {gain["model"] for gain in result["speedups"]} == {"pruned", "int8"}
+    assert {row["model"] for row in result["latency"]} == {"baseline", "pruned", "int8", "baseline_int8"}
+    over = {(gain["model"], gain["against"]) for gain in result["speedups"]}
+    assert {model for model, against in over if against == "baseline"} == {"pruned", "int8", "baseline_int8"}
+    assert {model for model, against in over if against == "baseline_int8"} == {"baseline", "pruned", "int8"}
+
+    # The unpruned model quantized the same way: what a user gets without pruning, measured, not refused.
+    unpruned_int8 = files["baseline_int8"]
+    assert Path(unpruned_int8["path"]) == head_run / "baseline.int8.onnx"
+    assert unpruned_int8["size_ratio"] >= 3.0 and unpruned_int8["max_accuracy_drop"] is None
+    assert unpruned_int8["file_bytes"] == (head_run / "baseline.int8.onnx").stat().st_size
+
+    # Which file to ship: the faster of the pruned fp32 and int8 models, read off the latency rows here.
+    latency = {row["model"]: row["p50_ms"] for row in result["latency"]}
+    fastest = min(("pruned", "int8"), key=lambda label: latency[label])
+    ship = result["ship"]
+    assert ship["model"] == fastest and ship["batch"] == 1 and ship["threads"] == 1
+    assert ship["speedup_over_baseline_int8"] == pytest.approx(latency["baseline_int8"] / latency[fastest])
+    assert ship["speedup_over_baseline"] == pytest.approx(latency["baseline"] / latency[fastest])
+    report = (head_run / "report.md").read_text()
+    assert "Ship model" in report and "faster than the unpruned model quantized to int8" in report
 
 
 def test_past_the_accuracy_limit_exit_3_and_nothing_is_written(head_run: Path, tmp_path: Path,

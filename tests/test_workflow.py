@@ -115,9 +115,7 @@ def test_contradictions_are_refused_in_one_place(fashion_task: tuple) -> None:
 
 def test_the_workflow_runs_from_python_and_its_run_exports(data: dict[str, Path], tmp_path: Path) -> None:
     run = RunDirectory(tmp_path / "run")
-    # No margin: with 8 held-out images a class, half a standard error is 7 points, and the step handed out
-    # (what export writes) would be the unpruned model; this test is about the export of a pruned one.
-    config = PruneConfig.paper(method="dpx", max_rate=0.2, step=0.1, target_margin=0.0)
+    config = PruneConfig.paper(method="dpx", max_rate=0.2, step=0.1)
     summary = prune_run(_settings(data, config), run.path, progress=False)
     assert summary["filter_rate"] == pytest.approx(0.2, abs=0.03)
     stored = run.settings()  # the typed record, read back from state.json

@@ -15,8 +15,10 @@ loss does, and a class collapse is far beyond any noise. The step handed out mus
 by ``margin`` standard errors: among many noisy steps near the target, the highest that looks kept
 is often one that is kept only by the luck of the draw (measured: benchmarks/step_rule.py, where
 half a standard error took the steps that truly keep the target on unseen images from 19 to 20 of
-the 20 tuning tasks). Without counts (runs from before) or with ``confidence`` 0 every shortfall is
-a clear miss and there is no margin: the first miss ends the search.
+the 20 tuning tasks), or half the loss the target allows, whichever is less (with a few dozen images a
+class half a standard error would exceed the allowance, and nothing pruned could be handed out).
+Without counts (runs from before) or with ``confidence`` 0 every shortfall is a clear miss and there is
+no margin: the first miss ends the search.
 
 Which images judge, in order of honesty: held-out images (``--eval``), else references held
 back from relevance, trials, repairs and the head's fit (only when the run stops at the target,
@@ -74,8 +76,13 @@ class AccuracyTarget:
             shortfall < -self.confidence * error for shortfall, error in zip(shortfalls, errors, strict=True)
         ):
             return "clearly misses"
-        if mean >= mean_target + self.margin * mean_error and all(
-            shortfall >= self.margin * error for shortfall, error in zip(shortfalls, errors, strict=True)
+        # The margin never asks for more than half the loss the target allows: with very few images it would
+        # otherwise exceed the whole allowance, and no pruned step could ever be handed out.
+        mean_margin = min(self.margin * mean_error, (sum(start) / len(start) - mean_target) / 2)
+        class_margins = [min(self.margin * error, (first - floor) / 2)
+                         for error, first, floor in zip(errors, start, floors, strict=True)]  # fmt: skip
+        if mean >= mean_target + mean_margin and all(
+            shortfall >= margin for shortfall, margin in zip(shortfalls, class_margins, strict=True)
         ):
             return "meets"
         return "within noise"

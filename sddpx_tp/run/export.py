@@ -29,6 +29,7 @@ from sddpx_tp.export.bench import (
     BenchSettings,
     bench_onnx,
     bench_torch,
+    file_to_ship,
     model_facts,
     onnx_input_shape,
     session_memory,
@@ -135,8 +136,9 @@ def export_run(
     ``model_file``: for a run pruned from a model file, that file, named again by the
     caller (it is unpickled; the run folder alone never makes sddpx-tp load it).
     ``quantize="int8"`` also writes the pruned model quantized (``model.int8.onnx`` next to it),
-    calibrated on the references; ``"fp16"`` its float16 conversion (``model.fp16.onnx``, for GPU
-    providers); past ``max_accuracy_drop`` against fp32 either raises
+    calibrated on the references, and the unpruned one quantized the same way (``baseline.int8.onnx``:
+    what a user gets without pruning, the comparison ``bench`` makes); ``"fp16"`` its float16 conversion
+    (``model.fp16.onnx``, for GPU providers); past ``max_accuracy_drop`` against fp32 either raises
     :class:`~sddpx_tp.run.quantize.AccuracyDropError` and writes nothing at all."""
     check_export_options(opset, tolerance)
     check_quantize_options(quantize, max_accuracy_drop)
@@ -151,7 +153,9 @@ def export_run(
         )
     targets = [target, target.with_name(run.baseline_onnx.name)] if baseline else [target]
     quantized = quantized_target(target, quantize) if quantize else None
-    for path in targets + ([quantized] if quantized else []):
+    # With int8, the unpruned model quantized the same way: the baseline a user has without pruning.
+    baseline_quantized = quantized_target(targets[1], quantize) if quantize == "int8" and baseline else None
+    for path in targets + [file for file in (quantized, baseline_quantized) if file is not None]:
         _check_target(path, force)
     with run.folder.lock():
         images = reference_images(settings)
@@ -160,11 +164,18 @@ def export_run(
             models[targets[1]] = baseline_model(settings, run.head)
         converted: dict[str, Any] = {}
 
+        baseline_converted: dict[str, Any] = {}
+
         def with_quantized(staged: dict[Path, Path], staging: Path) -> dict[Path, Path]:
             assert quantized is not None and quantize is not None
             converted.update(quantize_run_model(settings, staged[target], staging / "quantized.onnx",
                                                 max_accuracy_drop, quantize))  # fmt: skip
-            return {quantized: staging / "quantized.onnx"}
+            if baseline_quantized is None:
+                return {quantized: staging / "quantized.onnx"}
+            # Measured, never refused: it is the comparison, not a file this run hands out.
+            unpruned_int8 = staging / "baseline_quantized.onnx"
+            baseline_converted.update(quantize_run_model(settings, staged[targets[1]], unpruned_int8, None, quantize))
+            return {quantized: staging / "quantized.onnx", baseline_quantized: unpruned_int8}
 
         facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance,
                               derive=with_quantized if quantized else None)  # fmt: skip
@@ -175,6 +186,9 @@ def export_run(
                                  "recommended": is_recommended})  # fmt: skip
         if quantized and quantize:
             results[quantize] = {**model_facts(quantized), **converted, "path": str(quantized)}
+        if baseline_quantized is not None:
+            results["baseline_int8"] = {**model_facts(baseline_quantized), **baseline_converted,
+                                        "path": str(baseline_quantized)}  # fmt: skip
         write_json(run.export_json, results)
         refresh_run_report(run)
     return results
@@ -238,10 +252,12 @@ def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: 
     rows = bench_onnx(models, settings)
     if torch_models:
         rows += bench_torch(torch_models, onnx_input_shape(models["pruned"]), settings)
-    gains = speedups(rows, facts, "baseline") if "baseline" in models else []
+    gains = [gain for against in ("baseline", "baseline_int8") if against in models
+             for gain in speedups(rows, facts, against)]  # fmt: skip
+    ship = file_to_ship(rows, [label for label in ("pruned", "int8") if label in models])
     return {"environment": environment(), "settings": settings.__dict__, "session_options": SESSION_OPTIONS,
             "skipped_providers": skipped_providers(settings.providers), "models": facts, "latency": rows,
-            "memory": session_memory(models, settings), "speedups": gains}  # fmt: skip
+            "memory": session_memory(models, settings), "speedups": gains, "ship": ship}  # fmt: skip
 
 
 def bench_run(
@@ -260,6 +276,8 @@ def bench_run(
         models["baseline"] = run.baseline_onnx
     if run.int8_onnx.is_file():  # unpruned fp32, pruned fp32 and pruned int8 in one interleaved run
         models["int8"] = run.int8_onnx
+    if run.baseline_int8_onnx.is_file():  # what a user gets without pruning: the unpruned model in int8
+        models["baseline_int8"] = run.baseline_int8_onnx
     if run.fp16_onnx.is_file():
         models["fp16"] = run.fp16_onnx
     with run.folder.lock():

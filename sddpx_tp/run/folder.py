@@ -11,7 +11,7 @@ Layout of ``RUN/``::
     model_full.pt           the same as one pickled file (convenience; loading it runs code)
     report.json report.md accuracy.png prune.log
     model.onnx baseline.onnx export.json     after export
-    model.int8.onnx                           after export, quantized to int8
+    model.int8.onnx baseline.int8.onnx        after export, quantized to int8 (pruned, and unpruned to compare)
     model.fp16.onnx                           after export, converted to float16
     bench.json                                after bench
     latency_curve.json accuracy_latency.png   after the latency curve
@@ -79,6 +79,7 @@ class RunDirectory:
     log = _entry("prune.log")
     onnx = _entry("model.onnx")
     int8_onnx = _entry("model.int8.onnx")
+    baseline_int8_onnx = _entry("baseline.int8.onnx")
     fp16_onnx = _entry("model.fp16.onnx")
     baseline_onnx = _entry("baseline.onnx")
     export_json = _entry("export.json")

@@ -259,7 +259,27 @@ def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:
         "",
         markdown_table(benchmark["latency"], benchmark["speedups"]),
         "",
+        *_ship_lines(benchmark.get("ship")),
     ]
+
+
+_FILES = {"pruned": "model.onnx (pruned, fp32)", "int8": "model.int8.onnx (pruned, int8)"}
+
+
+def _ship_lines(ship: dict[str, Any] | None) -> list[str]:
+    """Which file to ship, in words: the faster of the pruned files that keep the accuracy."""
+    if not ship:
+        return []
+    over = []
+    if "speedup_over_baseline" in ship:
+        over.append(f"{ship['speedup_over_baseline']:.2f}x faster than the unpruned fp32 model")
+    if "speedup_over_baseline_int8" in ship:
+        over.append(f"{ship['speedup_over_baseline_int8']:.2f}x faster than the unpruned model quantized to int8, "
+                    "what a user gets without pruning")  # fmt: skip
+    else:
+        over.append("not compared with the unpruned model in int8 (export with --quantize int8 to do so)")
+    return [f"Ship {_FILES.get(ship['model'], ship['model'])}: at batch 1 and {ship['threads']} thread(s), "
+            f"{ship['p50_ms']:.2f} ms, " + "; ".join(over) + ".", ""]  # fmt: skip
 
 
 def refresh_run_report(run: RunDirectory) -> None:
