@@ -88,6 +88,7 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         else options["min_class_accuracy"],
         target_confidence=options["target_confidence"],
         target_margin=options["target_margin"],
+        target_macs=options["target_macs"],
         stop_at_target=options["stop_at_target"]
         or options["target_accuracy"] is not None
         or options["min_class_accuracy"] is not None,
@@ -288,6 +289,12 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     show_default=True,
     help="the recommended step meets the target by this many standard errors of that noise, so that a step kept "
     "only by the luck of the draw is less often handed out",
+)
+@click.option(
+    "--target-macs",
+    type=float,
+    help="a speed budget: stop at the first step whose MACs are at most this share of the unpruned model's "
+    "(0.25: 4x fewer); the report says whether the budget or the accuracy target ended the run",
 )
 @click.option(
     "--stop-at-target",

@@ -99,6 +99,9 @@ class PruneConfig:
     target_confidence: float = DEFAULT_CONFIDENCE
     target_margin: float = DEFAULT_MARGIN  # standard errors the recommended step meets the target by
     stop_at_target: bool = False  # end the run once a step clearly misses the target (or several fall short)
+    # A speed budget: end the run at the first accepted step whose MACs are at most this share of the unpruned
+    # model's (0.25: 4x fewer MACs); None: prune to max_rate.
+    target_macs: float | None = None
     # With stop_at_target and no evaluation images: the share of each class's references held back
     # from relevance, trials, repairs and the head's fit, to judge the target on images the run never used.
     # With head_judge "held-back": the share of the (remaining) references held back to judge the trials.
@@ -160,6 +163,10 @@ class PruneConfig:
                 f"{{min_class_accuracy}} must be in [0, 1], not {self.min_class_accuracy}",
             ),
             (0 < self.holdout < 1, f"{{holdout}} must be in (0, 1), not {self.holdout}"),
+            (
+                self.target_macs is None or 0 < self.target_macs < 1,
+                f"{{target_macs}} is a share of the unpruned MACs in (0, 1), not {self.target_macs}",
+            ),
             (
                 0 <= self.target_confidence <= 10,
                 f"{{target_confidence}} must be in [0, 10] standard errors, not {self.target_confidence}",

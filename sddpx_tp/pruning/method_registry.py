@@ -120,6 +120,8 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
             f"{{stop_at_target}} is for methods that do not retrain (px, dpx, sd-dpx): {method.name} loses accuracy "
             "when it prunes a layer and regains it when it retrains, so a step that misses the target is no end"
         )
+    if config.target_macs is not None and method.retrains:
+        raise SettingError(f"{{target_macs}} is for px, dpx and sd-dpx; {method.name} prunes and retrains by layers")
     if config.cost != "filters" and method.retrains:
         raise SettingError(f"{{cost}} {config.cost} is for px, dpx and sd-dpx; {method.name} prunes by filters")
     if config.compensation == "adaptive" and not method.evaluates_trials:

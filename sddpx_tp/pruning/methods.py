@@ -40,9 +40,11 @@ from sddpx_tp.pruning.surgery import Candidate, GroupScores, PrunableModel
 
 def _budget(session: PruningSession, config: PruneConfig, step: float) -> int:
     """Filters (or MACs, with cost "macs") the next step may remove: ``step`` of the original, capped at
-    ``max_rate`` (none once the run has stopped at its accuracy target)."""
+    ``max_rate`` (none once the run has stopped at its accuracy target or met its MACs budget)."""
     if session.stopped:
         return 0
+    if config.target_macs is not None and session.trajectory[-1].macs_ratio <= config.target_macs:
+        return 0  # the speed budget is met: the run ends here
     if config.cost == "macs":
         limit = int(config.max_rate * session.original.macs) - session.removed_macs()
         return min(round(step * session.original.macs), limit)

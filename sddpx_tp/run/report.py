@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from sddpx_tp.environment import environment
 from sddpx_tp.files import atomic_write, write_json, write_text
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
-from sddpx_tp.pruning.accuracy_target import JUDGES, AccuracyTarget, judge_of, recommended_record
+from sddpx_tp.pruning.accuracy_target import JUDGES, AccuracyTarget, judge_of, recommended_record, target_lost
 from sddpx_tp.pruning.session import StepRecord
 from sddpx_tp.run.folder import RunDirectory
 
@@ -66,8 +66,20 @@ def build_report(
         "auc_reference": _aucs(trajectory, "reference"),
         "auc_eval": _aucs(trajectory, "eval"),
         "recommended": recommended_step(trajectory, target_of(settings)),
+        "ended": ending(trajectory, settings),
         "trajectory": [record.to_dict() for record in trajectory],
     }
+
+
+def ending(trajectory: list[StepRecord], settings: dict[str, Any]) -> str:
+    """What ended the run: its MACs budget, its accuracy target, or its maximum rate (or what it could prune)."""
+    config, last = settings.get("config", {}), trajectory[-1]
+    budget = config.get("target_macs")
+    if budget is not None and last.macs_ratio <= budget:
+        return "macs budget"
+    if config.get("stop_at_target") and target_lost(trajectory, target_of(settings)):
+        return "accuracy target"
+    return "max rate"
 
 
 def plot_accuracy(trajectory: list[StepRecord], class_labels: list[str], path: Path) -> None:
@@ -154,6 +166,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
             f"AUC over filter rate: {aucs['auc']:.3f}; with the lowest class: {aucs['auc_lowest_class']:.3f}.",
         ]
     lines += _recommended_section(report.get("recommended"), report.get("export"))
+    lines += _ending_lines(report.get("ended"), report["settings"].get("config", {}))
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
     lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
@@ -191,6 +204,16 @@ def _recommended_section(recommended: dict[str, Any] | None, export: dict[str, A
         f"class's, judged on {recommended['judged_on']}{optimistic.get(recommended['judged_on'], '')}"
         f"{_noise_rule(recommended)}. It is {exported}.",
     ]
+
+
+def _ending_lines(ended: str | None, config: dict[str, Any]) -> list[str]:
+    """What ended the run, in words (nothing for reports from before this was recorded)."""
+    words = {
+        "macs budget": f"its MACs budget was met (at most {config.get('target_macs')} of the unpruned MACs)",
+        "accuracy target": "it lost the accuracy target (a step clearly missed it, or several fell short)",
+        "max rate": "it reached its maximum rate, or nothing more could be pruned",
+    }
+    return ["", f"The run ended because {words[ended]}."] if ended in words else []
 
 
 def _noise_rule(recommended: dict[str, Any]) -> str:
