@@ -19,7 +19,9 @@ from typing import Any
 TIMINGS = {"seconds", "evaluation_seconds", "reference_seconds", "relevance_seconds"}
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, list[str]]:
+def differences(
+    before: dict[str, Any], after: dict[str, Any], ignored: frozenset[str] = frozenset()
+) -> tuple[int, list[str]]:
     """The number of records compared and a line for each that differs (or each run missing on one side)."""
     runs_before = {(run["label"], run["seed"]): run for run in before["runs"]}
     runs_after = {(run["label"], run["seed"]): run for run in after["runs"]}
@@ -32,7 +34,7 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, lis
         for one, other in zip(records_before, records_after, strict=False):
             compared += 1
             changed = sorted(
-                field for field in (one.keys() | other.keys()) - TIMINGS if one.get(field) != other.get(field)
+                field for field in (one.keys() | other.keys()) - TIMINGS - ignored if one.get(field) != other.get(field)
             )
             if changed:
                 found.append(f"{key} step {one.get('step')}: {', '.join(changed)} differ")
@@ -43,11 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--ignore", nargs="+", default=[], help="fields a later version added (e.g. judged_counts)")
     args = parser.parse_args()
-    compared, found = differences(json.loads(args.before.read_text()), json.loads(args.after.read_text()))
+    before, after = (json.loads(path.read_text()) for path in (args.before, args.after))
+    compared, found = differences(before, after, frozenset(args.ignore))
     for line in found:
         print(line)
-    print(f"{compared - len(found)}/{compared} records identical (every field but the wall times)")
+    ignored = "".join(f", {field}" for field in args.ignore)
+    print(f"{compared - len(found)}/{compared} records identical (every field but the wall times{ignored})")
     sys.exit(1 if found else 0)
 
 

@@ -124,18 +124,20 @@ class AccuracyTarget:
 
 def recommended_record(trajectory: Sequence[Any], target: AccuracyTarget) -> int:
     """The index of the recommended step among ``StepRecord`` objects, judged by :func:`judge_of`."""
-    judge = judge_of(trajectory[0])
-    per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
-    counts = _field(trajectory[0], "judged_counts")
-    return target.recommended_index([record.filter_rate for record in trajectory], per_class, counts)  # type: ignore[arg-type]
+    return target.recommended_index(*_judged(trajectory))
 
 
 def target_lost(trajectory: Sequence[Any], target: AccuracyTarget) -> bool:
     """Whether a run stopping at ``target`` should stop after its newest step (see :meth:`AccuracyTarget.lost`)."""
+    return target.lost(*_judged(trajectory))
+
+
+def _judged(trajectory: Sequence[Any]) -> tuple[list[float], list[list[float]], list[int] | None]:
+    """A trajectory's rates, the per-class accuracy that judges it, and the judging images a class."""
     judge = judge_of(trajectory[0])
     per_class = [getattr(record, f"{judge}_accuracy") for record in trajectory]
     counts = _field(trajectory[0], "judged_counts")
-    return target.lost([record.filter_rate for record in trajectory], per_class, counts)  # type: ignore[arg-type]
+    return [record.filter_rate for record in trajectory], per_class, counts  # type: ignore[return-value]
 
 
 def _field(record: object, name: str) -> object:

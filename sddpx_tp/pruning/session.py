@@ -23,7 +23,7 @@ from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_siz
 from sddpx_tp.pruning.accuracy_target import target_lost
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.costs import channel_macs
-from sddpx_tp.pruning.criteria import channel_scores
+from sddpx_tp.pruning.criteria import channel_scores, names_code, user_importance
 from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
 
@@ -126,7 +126,9 @@ class PruningSession:
         self.stop_at = stop_at
         self.classes = classes
         self.relevance_config = relevance_config
-        self.criterion = criterion  # what ranks the channels (sddpx_tp.pruning.criteria)
+        # What ranks the channels (sddpx_tp.pruning.criteria); a user's importance named as module:attribute is
+        # imported and built once here, so it is one instance for the whole run, as in torch-pruning's pruners.
+        self.criterion = user_importance(criterion) if names_code(criterion) else criterion
         self.seed = seed
         self.repair, self.ridge = repair, ridge
         if repair and original_model is None:
