@@ -92,7 +92,7 @@ def _refitting(config: PruneConfig, references: LabelledImages, classes: int, he
 
     Cross-fitted scores read the same features of the same references as the refit, so the refit
     returns them too: one forward pass over the references per accepted step instead of two."""
-    if head is None or not config.refit_head:
+    if head is None or not config.head.refit:
         return None
     strength = head.strength
 
@@ -135,7 +135,7 @@ class PreparedRun:
     references: LabelledImages  # labels as class positions; without the held-back share
     evaluation: LabelledImages | None
     training: LabelledImages | None
-    holdout: LabelledImages | None  # references held back to judge the target (stop_at_target, no evaluation)
+    held_back: LabelledImages | None  # references held back to judge the target (stop_at_target, no evaluation)
     head: HeadFit | None
     scores: CrossFittedScores | HeldBackScores | None
     # The global random state as preparing left it: a run restores it, so that what a caller does between
@@ -154,7 +154,7 @@ def prepare(
     device: str | torch.device = "cpu",
 ) -> PreparedRun:
     """Check ``config`` against the method and the data, map labels to class positions, hold back what judges
-    the target, fit the head (``config.head == "fit"``) and check the model leaves something to prune.
+    the target, fit the head (``config.head.mode == "fit"``) and check the model leaves something to prune.
     Arguments as :func:`prune`'s; raises one-line errors (:class:`SettingError`, ``ValueError``)."""
     config = config or PruneConfig.recommended()
     method = check_config(config, has_training=training is not None)
@@ -165,25 +165,25 @@ def prepare(
         evaluation = _on_device(_to_class_positions(evaluation, classes, "evaluation"), device)
     if training is not None:
         training = _on_device(_to_class_positions(training, classes, "training"), device)
-    holdout = None
-    if config.stop_at_target and evaluation is None:  # judge the target on references the run never uses
+    held_back = None
+    if config.target.stop and evaluation is None:  # judge the target on references the run never uses
         try:
-            references, holdout = hold_back(references, config.holdout, config.seed)
+            references, held_back = hold_back(references, config.held_back, config.seed)
         except ValueError as error:
             raise SettingError(f"{{stop_at_target}} without evaluation images: {error}") from None
     head: HeadFit | None = None
     scores: CrossFittedScores | HeldBackScores | None = None
-    if config.head == "fit":  # a new head for the reference classes, judged on images it was not fitted on
+    if config.head.mode == "fit":  # a new head for the reference classes, judged on images it was not fitted on
         judged = None
-        if config.head_judge == "held-back":  # out of the fit, the relevance and the repairs: they only judge
+        if config.head.judge == "held-back":  # out of the fit, the relevance and the repairs: they only judge
             try:
-                references, judged = hold_back(references, config.holdout, config.seed)
+                references, judged = hold_back(references, config.held_back, config.seed)
             except ValueError as error:
                 raise SettingError(f"{{head_judge}} held-back: {error}") from None
         head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
-                        config.head_folds, config.seed)  # fmt: skip
+                        config.head.folds, config.seed)  # fmt: skip
         if judged is None:
-            scores = CrossFittedScores(references, len(classes), head.strength, config.head_folds, config.seed)
+            scores = CrossFittedScores(references, len(classes), head.strength, config.head.folds, config.seed)
         else:
             scores = HeldBackScores(judged, len(classes))
         unpruned = with_head(model, head.head)
@@ -192,7 +192,7 @@ def prepare(
     unpruned = unpruned.to(device).eval()
     prunable = check_prunable(unpruned, references[0], config)
     return PreparedRun(config, list(classes), method, unpruned, prunable, references, evaluation, training,
-                       holdout, head, scores)  # fmt: skip
+                       held_back, head, scores)  # fmt: skip
 
 
 def run_prepared(
@@ -225,8 +225,8 @@ def run_prepared(
         reference_scores=prepared.scores,
         on_before_accept=_refitting(config, references, len(prepared.classes), prepared.head, prepared.scores),
         # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
-        original_model=copy.deepcopy(prepared.unpruned) if config.repair else None,
-        holdout=prepared.holdout,
+        original_model=copy.deepcopy(prepared.unpruned) if config.repair.methods else None,
+        held_back=prepared.held_back,
     )
     try:
         prepared.method.run(session, config)
@@ -267,8 +267,8 @@ def prune(
     semantics. ``evaluation`` is measured at every accepted step and never guides the
     method. ``training`` is for the methods that retrain: ``method="progressive"``,
     or ``config.retraining.finetune_epochs`` > 0 after the others.
-    With ``config.stop_at_target`` the run ends once an accepted step clearly misses
-    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.holdout`` of each
+    With ``config.target.stop`` the run ends once an accepted step clearly misses
+    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.held_back`` of each
     class's references, held back from everything else (recorded as ``holdout_accuracy``).
 
     The input model is not modified. ``on_accept`` is called after every accepted

@@ -78,7 +78,7 @@ def test_without_evaluation_images_held_back_references_judge_the_stop(fashion_t
     result = prune(model, references, [0, 6], config, progress=False)
     # The held-back share, drawn as the run drew it, measured independently on the final model.
     positions = (references[1] == 6).long()
-    used, (held, held_labels) = hold_back((references[0], positions), config.holdout, config.seed)
+    used, (held, held_labels) = hold_back((references[0], positions), config.held_back, config.seed)
     assert len(held) == 20
     measured = per_class_accuracy(result.model, held, held_labels, 2)
     assert result.trajectory[-1].holdout_accuracy == pytest.approx(measured, abs=1e-9)

@@ -64,7 +64,7 @@ def test_cost_macs_is_refused_for_progressive_retraining() -> None:
     model = models.resnet18(num_classes=2).eval()
     references = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1] * 2))
     with pytest.raises(SettingError, match="cost"):
-        prune(model, references, [0, 1], PruneConfig(method="progressive", cost="macs"), training=references,
-              progress=False)  # fmt: skip
+        config = PruneConfig.recommended(method="progressive", cost="macs")
+        prune(model, references, [0, 1], config, training=references, progress=False)
     with pytest.raises(SettingError, match="cost"):
-        PruneConfig(cost="latency")
+        PruneConfig.recommended(cost="latency")

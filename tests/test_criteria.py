@@ -120,4 +120,4 @@ def test_every_criterion_drives_a_run_and_decides_what_it_removes(fashion_task: 
 
 def test_an_unknown_criterion_is_refused() -> None:
     with pytest.raises(SettingError, match="criterion"):
-        PruneConfig(criterion="entropy")  # type: ignore[arg-type]
+        PruneConfig.recommended(criterion="entropy")  # type: ignore[arg-type]

@@ -103,10 +103,10 @@ def test_a_held_back_judge_scores_the_model_on_references_kept_out_of_the_fit(fa
     config = PruneConfig.recommended(head="fit", head_judge="held-back", max_rate=0.2, step=0.1)
     result = prune(model, references, [0, 6], config, evaluation=held_out, progress=False)
     assert result.head is not None
-    kept, judged = hold_back((references[0], (references[1] == 6).long()), config.holdout, config.seed)
+    kept, judged = hold_back((references[0], (references[1] == 6).long()), config.held_back, config.seed)
     assert judged[1].tolist().count(0) == judged[1].tolist().count(1) == 10  # a third of each class's 30
     # The head was fitted on the other 40 alone: fitting them again gives it back (fitting all 60 would not).
-    again = fit_head(pooled_features(model, kept[0]), kept[1], 2, config.head_folds, config.seed)
+    again = fit_head(pooled_features(model, kept[0]), kept[1], 2, config.head.folds, config.seed)
     assert torch.allclose(again.head.weight, result.head.head.weight, atol=1e-6)
     everything = fit_head(pooled_features(model, references[0]), (references[1] == 6).long(), 2)
     assert not torch.allclose(everything.head.weight, result.head.head.weight, atol=1e-3)
@@ -122,7 +122,7 @@ def test_a_fitted_heads_settings_need_a_fitted_head() -> None:
     for changes in ({"head_judge": "held-back"}, {"head_folds": 3}):
         with pytest.raises(SettingError, match="applies only to a fitted head"):
             PruneConfig.recommended(**changes)
-        assert PruneConfig.recommended(head="fit", **changes).head == "fit"
+        assert PruneConfig.recommended(head="fit", **changes).head.mode == "fit"
 
 
 def test_cross_fitted_scores_measure_the_backbone_not_the_head(fashion_task: tuple) -> None:

@@ -53,7 +53,8 @@ def test_a_registered_model_prunes_through_the_api(fresh_registry: None) -> None
     model, _ = create_model("small-resnet")
     generator = torch.Generator().manual_seed(0)
     references = (torch.randn(16, 3, 32, 32, generator=generator), torch.tensor([0, 1] * 8))
-    result = prune(model, references, [0, 1], PruneConfig(method="dpx", max_rate=0.3, step=0.15), progress=False)
+    config = PruneConfig.recommended(method="dpx", max_rate=0.3, step=0.15)
+    result = prune(model, references, [0, 1], config, progress=False)
     assert result.trajectory[-1].filter_rate > 0.1
     assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
 

@@ -278,4 +278,4 @@ def test_reconstruction_brings_a_pruned_model_closer_to_the_unpruned_one(fashion
 @pytest.mark.parametrize("repair", [("stretch",), ("bn", "bn")])
 def test_unknown_or_repeated_repairs_are_refused(repair: tuple) -> None:
     with pytest.raises(SettingError, match="repair"):
-        PruneConfig(repair=repair)
+        PruneConfig.recommended(repair=repair)

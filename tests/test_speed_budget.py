@@ -28,7 +28,7 @@ def test_the_run_stops_at_the_first_step_that_meets_the_budget() -> None:
     # Counted on the model itself, not taken from the record.
     assert count_macs(result.model, references[0]) <= 0.6 * count_macs(model, references[0])
     with pytest.raises(SettingError, match="target_macs"):
-        PruneConfig(target_macs=1.5)
+        PruneConfig.recommended(target_macs=1.5)
 
 
 def test_the_report_says_the_budget_ended_the_run(data: dict[str, Path], tmp_path: Path) -> None:

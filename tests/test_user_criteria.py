@@ -112,7 +112,7 @@ def test_a_reference_to_a_users_importance_is_imported_and_used(
 )
 def test_a_criterion_that_is_no_importance_is_refused_before_anything_runs(criterion: str, words: list[str]) -> None:
     with pytest.raises(SettingError) as raised:
-        check_config(PruneConfig(criterion=criterion), has_training=False)
+        check_config(PruneConfig.recommended(criterion=criterion), has_training=False)
     message = raised.value.render(lambda field: f"--{field}")
     assert message.startswith("--criterion"), message
     for word in words:
@@ -130,7 +130,7 @@ def test_an_importance_that_needs_arguments_is_refused_by_reference(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(SettingError, match="cannot be built without arguments"):
-        check_config(PruneConfig(criterion="needs_args:Needs"), has_training=False)
+        check_config(PruneConfig.recommended(criterion="needs_args:Needs"), has_training=False)
     monkeypatch.delitem(sys.modules, "needs_args")
 
 

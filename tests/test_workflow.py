@@ -88,9 +88,9 @@ def test_prune_without_a_config_is_the_recommended_one(fashion_task: tuple) -> N
 
 def test_the_presets_differ_where_the_readme_says() -> None:
     recommended, paper = PruneConfig.recommended(), PruneConfig.paper()
-    assert (recommended.round_to, recommended.compensation, recommended.patience) == (16, "auto", 2)
-    assert (recommended.repair, paper.repair) == (("lstsq",), ())
-    assert (paper.round_to, paper.compensation, paper.patience) == (1, "never", 0)
+    assert (recommended.round_to, recommended.repair.compensation, recommended.search.patience) == (16, "auto", 2)
+    assert (recommended.repair.methods, paper.repair.methods) == (("lstsq",), ())
+    assert (paper.round_to, paper.repair.compensation, paper.search.patience) == (1, "never", 0)
     assert recommended.replace(round_to=1, compensation="never", patience=0, repair=()) == paper
 
 
@@ -108,9 +108,9 @@ def test_the_cli_defaults_are_the_recommended_config(data: dict[str, Path], tmp_
 def test_contradictions_are_refused_in_one_place(fashion_task: tuple) -> None:
     model, references, _ = fashion_task
     with pytest.raises(ValueError, match="compensation adaptive needs a method that evaluates"):
-        prune(model, references, [0, 6], PruneConfig(method="dpx", compensation="adaptive"), progress=False)
+        prune(model, references, [0, 6], PruneConfig.recommended(method="dpx", compensation="adaptive"), progress=False)
     with pytest.raises(ValueError, match="method must be one of"):
-        prune(model, references, [0, 6], PruneConfig(method="no-such-method"), progress=False)
+        prune(model, references, [0, 6], PruneConfig.recommended(method="no-such-method"), progress=False)
 
 
 def test_the_workflow_runs_from_python_and_its_run_exports(data: dict[str, Path], tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from zennit.composites import COMPOSITES
 from sddpx_tp.cli.flags import echo_warning, floats
 from sddpx_tp.data.references import DEFAULT_MAX_PIXELS
 from sddpx_tp.lrp.relevance import RelevanceConfig
-from sddpx_tp.pruning.config import COMPENSATIONS, COSTS, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS, PruneConfig
+from sddpx_tp.pruning.config import PruneConfig
+from sddpx_tp.pruning.config_groups import COMPENSATIONS, COSTS, DEFAULT_MIN_STEP, HEAD_JUDGES, HEADS
 from sddpx_tp.pruning.criteria import CRITERIA, names_code
 from sddpx_tp.pruning.method_registry import available_methods
 from sddpx_tp.pruning.training import OPTIMIZERS, TrainingConfig
@@ -37,8 +38,9 @@ class _MethodChoice(click.Choice):
 
 
 # The command line's defaults are the recommended configuration's (a test holds them equal).
-DEFAULTS = PruneConfig.recommended()
-RELEVANCE, RETRAINING = DEFAULTS.relevance, DEFAULTS.retraining
+RECOMMENDED = PruneConfig.recommended()
+DEFAULTS = RECOMMENDED.flat()  # by flat name, the command line's vocabulary
+RELEVANCE, RETRAINING = RECOMMENDED.relevance, RECOMMENDED.retraining
 
 
 class _CriterionChoice(click.ParamType):
@@ -59,7 +61,7 @@ class _CriterionChoice(click.ParamType):
 
 def config_from_options(options: dict[str, Any]) -> PruneConfig:
     """The pruning configuration the options describe."""
-    return PruneConfig(
+    return PruneConfig.recommended(
         method=options["method"],
         max_rate=options["max_rate"],
         step=options["step"],
@@ -82,8 +84,10 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         refit_head=options["refit_head"],
         head_judge=options["head_judge"],
         # Naming a target (or asking for the default one) makes the run stop at it.
-        target_accuracy=DEFAULTS.target_accuracy if options["target_accuracy"] is None else options["target_accuracy"],
-        min_class_accuracy=DEFAULTS.min_class_accuracy
+        target_accuracy=DEFAULTS["target_accuracy"]
+        if options["target_accuracy"] is None
+        else options["target_accuracy"],
+        min_class_accuracy=DEFAULTS["min_class_accuracy"]
         if options["min_class_accuracy"] is None
         else options["min_class_accuracy"],
         target_confidence=options["target_confidence"],
@@ -168,11 +172,11 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("sddpx-run"), help="run directory")
 @click.option("--force", is_flag=True, help="replace an existing run directory")
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --out")
-@click.option("--method", type=_MethodChoice(), default=DEFAULTS.method)
-@click.option("--max-rate", type=float, default=DEFAULTS.max_rate, help="stop at this filter rate, in (0, 1)")
-@click.option("--step", type=float, default=DEFAULTS.step, help="filters removed per step, fraction of the original")
+@click.option("--method", type=_MethodChoice(), default=DEFAULTS["method"])
+@click.option("--max-rate", type=float, default=DEFAULTS["max_rate"], help="stop at this filter rate, in (0, 1)")
+@click.option("--step", type=float, default=DEFAULTS["step"], help="filters removed per step, fraction of the original")
 @click.option(
-    "--k", type=int, default=DEFAULTS.max_excluded, help="SD-DPX: candidates a step may skip (change of order)"
+    "--k", type=int, default=DEFAULTS["max_excluded"], help="SD-DPX: candidates a step may skip (change of order)"
 )
 @click.option(
     "--min-step", type=float, help=f"SD-DPX: smallest step (change of rate) [{DEFAULT_MIN_STEP}, or --step if smaller]"
@@ -180,27 +184,29 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--round-to",
     type=click.IntRange(min=1),
-    default=DEFAULTS.round_to,
+    default=DEFAULTS["round_to"],
     help="keep conv widths multiples of N (1: the papers)",
 )
 @click.option(
     "--compensate",
     type=click.Choice(COMPENSATIONS),
-    default=DEFAULTS.compensation,
+    default=DEFAULTS["compensation"],
     help="fold removed channels' mean into their consumers; adaptive: SD-DPX tries each step both ways; "
     "auto: none with --repair lstsq (it fits the intercepts), else adaptive for SD-DPX, none for the others",
 )
 @click.option(
     "--repair",
-    default=",".join(DEFAULTS.repair) or "none",
+    default=",".join(DEFAULTS["repair"]) or "none",
     help="repairs without training, comma-separated: lstsq (refit the consumers of removed channels towards the "
     "unpruned outputs), bn (recalibrate BatchNorms), bias (classifier bias); none keeps the weights",
 )
-@click.option("--ridge", type=float, default=DEFAULTS.ridge, help="--repair lstsq: ridge towards the current weights")
+@click.option(
+    "--ridge", type=float, default=DEFAULTS["ridge"], help="--repair lstsq: ridge towards the current weights"
+)
 @click.option(
     "--criterion",
     type=_CriterionChoice(),
-    default=DEFAULTS.criterion,
+    default=DEFAULTS["criterion"],
     help="what ranks the channels: LRP relevance (lrp), a baseline (random; torch-pruning's magnitude, bn-scale, "
     "taylor), or your own torch-pruning Importance as module:attribute (imported from PYTHONPATH: an instance, or "
     "a class built without arguments)",
@@ -208,7 +214,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--cost",
     type=click.Choice(COSTS),
-    default=DEFAULTS.cost,
+    default=DEFAULTS["cost"],
     show_default=True,
     help="what --step and --max-rate are shares of, and what channels are ranked per unit of: filters (the "
     "papers), or macs at the input size (relevance per multiply-accumulate: the cheap channels no longer go first)",
@@ -216,11 +222,14 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--class-floor",
     type=float,
-    default=DEFAULTS.class_floor,
+    default=DEFAULTS["class_floor"],
     help="SD-DPX: each class keeps this share of its accuracy",
 )
 @click.option(
-    "--patience", type=click.IntRange(min=0), default=DEFAULTS.patience, help="SD-DPX: fruitless skips before halving"
+    "--patience",
+    type=click.IntRange(min=0),
+    default=DEFAULTS["patience"],
+    help="SD-DPX: fruitless skips before halving",
 )
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), help="training images, like --refs")
 @click.option("--epochs", type=click.IntRange(min=1), default=RETRAINING.epochs, help="progressive: epochs per layer")
@@ -234,8 +243,8 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option("--batch-size", type=click.IntRange(min=1), default=RETRAINING.batch_size, help="retraining batch size")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=RETRAINING.optimizer, help="retraining optimizer")
 @click.option("--hold", type=float, help="progressive: stop a layer short when reference H falls by more than this")
-@click.option("--order-change/--no-order-change", default=DEFAULTS.order_change, help="SD-DPX ablation switch")
-@click.option("--rate-change/--no-rate-change", default=DEFAULTS.rate_change, help="SD-DPX ablation switch")
+@click.option("--order-change/--no-order-change", default=DEFAULTS["order_change"], help="SD-DPX ablation switch")
+@click.option("--rate-change/--no-rate-change", default=DEFAULTS["rate_change"], help="SD-DPX ablation switch")
 @click.option("--composite", type=click.Choice(sorted(COMPOSITES)), default=RELEVANCE.composite)
 @click.option("--aggregation", type=click.Choice(["dpx", "px"]), default=RELEVANCE.aggregation)
 @click.option("--normalize/--no-normalize", default=RELEVANCE.normalize, help="per-layer L1 normalisation of relevance")
@@ -246,38 +255,40 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--head",
     type=click.Choice(HEADS),
-    default=DEFAULTS.head,
+    default=DEFAULTS["head"],
     help="keep: class folders are outputs of the model; fit: they are your own classes, and a new linear head "
     "is fitted on the frozen backbone's features (trials judged as --head-judge says)",
 )
-@click.option("--head-folds", type=int, default=DEFAULTS.head_folds, help="--head fit: folds of its cross-validation")
+@click.option(
+    "--head-folds", type=int, default=DEFAULTS["head_folds"], help="--head fit: folds of its cross-validation"
+)
 @click.option(
     "--refit-head/--no-refit-head",
-    default=DEFAULTS.refit_head,
+    default=DEFAULTS["refit_head"],
     help="--head fit: refit the head on the pruned backbone after every accepted step",
 )
 @click.option(
     "--head-judge",
     type=click.Choice(HEAD_JUDGES),
-    default=DEFAULTS.head_judge,
+    default=DEFAULTS["head_judge"],
     help="--head fit: judge trials by heads cross-fitted on every reference, or by the model's own head on "
     "references held back from its fit (--holdout of each class)",
 )
 @click.option(
     "--target-accuracy",
     type=float,
-    help=f"the recommended step keeps this share of the unpruned mean accuracy [{DEFAULTS.target_accuracy}]; "
+    help=f"the recommended step keeps this share of the unpruned mean accuracy [{DEFAULTS['target_accuracy']}]; "
     "giving it also stops the run at the first step below it",
 )
 @click.option(
     "--min-class-accuracy",
     type=float,
-    help=f"... and each class this share of its own [{DEFAULTS.min_class_accuracy}]; giving it also stops the run",
+    help=f"... and each class this share of its own [{DEFAULTS['min_class_accuracy']}]; giving it also stops the run",
 )
 @click.option(
     "--target-confidence",
     type=float,
-    default=DEFAULTS.target_confidence,
+    default=DEFAULTS["target_confidence"],
     show_default=True,
     help="a step falls short of the target only beyond this many standard errors of the judging images' "
     "sampling noise (0: any shortfall, the first miss ends the search)",
@@ -285,7 +296,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--target-margin",
     type=float,
-    default=DEFAULTS.target_margin,
+    default=DEFAULTS["target_margin"],
     show_default=True,
     help="the recommended step meets the target by this many standard errors of that noise, so that a step kept "
     "only by the luck of the draw is less often handed out",
@@ -304,11 +315,11 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--holdout",
     type=float,
-    default=DEFAULTS.holdout,
+    default=DEFAULTS["holdout"],
     show_default="1/3",
     help="stopping without --eval, or --head-judge held-back: share of each class's references held back to judge",
 )
-@click.option("--seed", type=int, default=DEFAULTS.seed)
+@click.option("--seed", type=int, default=DEFAULTS["seed"])
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--threads", type=click.IntRange(min=1, max=1024), help="torch CPU threads (default: torch's)")
 @click.option("--strict", is_flag=True, help="unreadable images are errors instead of skipped")

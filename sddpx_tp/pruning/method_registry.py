@@ -85,12 +85,12 @@ def get_method(name: str) -> Method:
 
 
 def compensation_for(config: PruneConfig) -> Compensation:
-    """What ``config.compensation`` means for its method (``auto`` resolved)."""
-    if config.compensation != "auto":
-        return config.compensation
-    if "lstsq" in config.repair:
+    """What ``config.repair.compensation`` means for its method (``auto`` resolved)."""
+    if config.repair.compensation != "auto":
+        return config.repair.compensation
+    if "lstsq" in config.repair.methods:
         return "never"  # the reconstruction fits each consumer's intercept: it does what compensation does
-    return "adaptive" if get_method(config.method).evaluates_trials and config.masked_trials else "never"
+    return "adaptive" if get_method(config.method).evaluates_trials and config.search.masked_trials else "never"
 
 
 def check_config(config: PruneConfig, has_training: bool) -> Method:
@@ -115,16 +115,16 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
             "{training} images are used by methods that retrain or by {finetune_epochs}; "
             "add one of them or leave the training images out"
         )
-    if config.stop_at_target and method.retrains:
+    if config.target.stop and method.retrains:
         raise SettingError(
             f"{{stop_at_target}} is for methods that do not retrain (px, dpx, sd-dpx): {method.name} loses accuracy "
             "when it prunes a layer and regains it when it retrains, so a step that misses the target is no end"
         )
-    if config.target_macs is not None and method.retrains:
+    if config.target.macs is not None and method.retrains:
         raise SettingError(f"{{target_macs}} is for px, dpx and sd-dpx; {method.name} prunes and retrains by layers")
     if config.cost != "filters" and method.retrains:
         raise SettingError(f"{{cost}} {config.cost} is for px, dpx and sd-dpx; {method.name} prunes by filters")
-    if config.compensation == "adaptive" and not method.evaluates_trials:
+    if config.repair.compensation == "adaptive" and not method.evaluates_trials:
         raise SettingError(
             f"{{compensation}} adaptive needs a method that evaluates its trials (sd-dpx); {method.name} evaluates "
             "none: choose always or never"

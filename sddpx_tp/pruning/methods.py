@@ -43,7 +43,7 @@ def _budget(session: PruningSession, config: PruneConfig, step: float) -> int:
     ``max_rate`` (none once the run has stopped at its accuracy target or met its MACs budget)."""
     if session.stopped:
         return 0
-    if config.target_macs is not None and session.trajectory[-1].macs_ratio <= config.target_macs:
+    if config.target.macs is not None and session.trajectory[-1].macs_ratio <= config.target.macs:
         return 0  # the speed budget is met: the run ends here
     if config.cost == "macs":
         limit = int(config.max_rate * session.original.macs) - session.removed_macs()
@@ -122,7 +122,7 @@ def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], 
             scored.append(((harmonic_mean(accuracy), harmonic_mean(confidence)), accuracy, variant))
         _, accuracy, variant = max(scored, key=lambda entry: entry[0])  # ties in H go to the more confident
         return accuracy, None, variant
-    if config.masked_trials:
+    if config.search.masked_trials:
         with session.current.masked(chosen, means, repair) as model:
             return session.evaluate_classes(model), None, means
     trial = session.current.copy()
@@ -132,7 +132,7 @@ def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], 
 
 @register_method("sd-dpx", evaluates_trials=True)
 def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
-    floors = [config.class_floor * accuracy for accuracy in session.trajectory[0].reference_accuracy]
+    floors = [config.search.class_floor * accuracy for accuracy in session.trajectory[0].reference_accuracy]
     best_so_far = session.reference_harmonic_mean
     compensation = compensation_for(config)
     while _budget(session, config, config.step) > 0:
@@ -164,12 +164,12 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
                 best = _Attempt(chosen, rank, trial, used_means, repair)
             if guarded and harmonic_mean_ >= best_so_far:
                 break  # keep going at full pace
-            gave_up = config.patience > 0 and fruitless >= config.patience
-            if config.order_change and len(excluded) < config.max_excluded and not gave_up:
+            gave_up = config.search.patience > 0 and fruitless >= config.search.patience
+            if config.search.order_change and len(excluded) < config.search.max_excluded and not gave_up:
                 # Candidates come lowest first and skip excluded ones: this is the lowest not yet excluded.
                 excluded.append(chosen[0])
                 continue
-            if config.rate_change and step > config.smallest_step:
+            if config.search.rate_change and step > config.smallest_step:
                 step = max(config.smallest_step, step / 2)
                 excluded, fruitless = [], 0
                 continue

@@ -54,9 +54,9 @@ def _prune_layer(session: PruningSession, config: PruneConfig, layer: str) -> No
     means = input_channel_means(current.model, session.references[0]) if compensation_for(config) == "always" else None
     repair = session.step_repair()
     tried: list[float] = []
-    if config.hold is not None and chosen:
+    if config.progressive_max_drop is not None and chosen:
         # The largest prefix (halving) that keeps reference H within ``hold`` of the layer's start.
-        floor = session.reference_harmonic_mean - config.hold
+        floor = session.reference_harmonic_mean - config.progressive_max_drop
         count = len(chosen)
         while count > 0:
             with current.masked(chosen[:count], means, repair) as model:

@@ -91,7 +91,7 @@ class PruningSession:
         *,
         evaluation: LabelledImages | None = None,
         training: LabelledImages | None = None,
-        holdout: LabelledImages | None = None,
+        held_back: LabelledImages | None = None,
         reference_scores: Callable[[nn.Module], Scores] | None = None,
         on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
         original_model: nn.Module | None = None,
@@ -104,14 +104,14 @@ class PruningSession:
         trajectory and schedule state, and ``model`` is its last accepted model.
 
         ``config`` gives the criterion, relevance, repairs, retraining, seed, the rate to stop at and,
-        with ``stop_at_target``, the accuracy target. ``holdout``: references held back from everything
+        with ``target.stop``, the accuracy target. ``held_back``: references held back from everything
         else, measured at every accepted step. With a target the run is :attr:`stopped` once it is lost
-        (:meth:`AccuracyTarget.lost`), judged on the evaluation images, else on ``holdout``, else on the
+        (:meth:`AccuracyTarget.lost`), judged on the evaluation images, else on ``held_back``, else on the
         references. ``original_model``: the unpruned model, which the repairs target."""
         relevance_config, max_rate, training_config = config.relevance, config.max_rate, config.retraining
-        criterion, seed, repair, ridge = config.criterion, config.seed, config.repair, config.ridge
+        criterion, seed, repair, ridge = config.criterion, config.seed, config.repair.methods, config.repair.ridge
         self.cost = config.cost
-        stop_at = config.accuracy_target if config.stop_at_target else None
+        stop_at = config.accuracy_target if config.target.stop else None
         self.current = model
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
         self.architecture = support_for(model.model)
@@ -122,7 +122,7 @@ class PruningSession:
         # when it computed them on the way (they are then not computed again).
         self.on_before_accept = on_before_accept
         self.evaluation = evaluation
-        self.holdout = holdout
+        self.held_back = held_back
         self.stop_at = stop_at
         self.classes = classes
         self.relevance_config = relevance_config
@@ -259,9 +259,9 @@ class PruningSession:
             eval_accuracy = per_class_accuracy(model.model, *self.evaluation, self.classes)
             self.evaluation_seconds += time.perf_counter() - evaluation_started
         holdout_accuracy = None
-        if self.holdout is not None:  # part of the method's cost: it decides where the run stops
+        if self.held_back is not None:  # part of the method's cost: it decides where the run stops
             holdout_started = time.perf_counter()
-            holdout_accuracy = per_class_accuracy(model.model, *self.holdout, self.classes)
+            holdout_accuracy = per_class_accuracy(model.model, *self.held_back, self.classes)
             self.reference_seconds += time.perf_counter() - holdout_started
         record = StepRecord(
             step=len(self.trajectory),
@@ -297,7 +297,7 @@ class PruningSession:
             self.on_accept(self)
 
     def _judged_counts(self) -> list[int] | None:
-        judged = self.evaluation if self.evaluation is not None else self.holdout
+        judged = self.evaluation if self.evaluation is not None else self.held_back
         if judged is None:
             return None
         return [int((judged[1] == position).sum()) for position in range(self.classes)]

@@ -120,7 +120,7 @@ def restricted_architecture(settings: RunSettings) -> nn.Module:
     """The unpruned architecture restricted to the run's classes (or with a head for them): what a
     checkpoint loads into."""
     architecture = fresh_architecture(settings.model)
-    if settings.config.head == "fit":
+    if settings.config.head.mode == "fit":
         classifier = architecture.get_submodule(classifier_name(architecture))
         assert isinstance(classifier, nn.Linear)
         classes = len(_classes(settings))
@@ -132,7 +132,7 @@ def baseline_model(settings: RunSettings, head: Path | None = None) -> nn.Module
     """The run's unpruned model, restricted to the same classes (or with the head fitted for them, read
     from ``head``): the fair comparison."""
     model = source_model(settings.model)[0]
-    if settings.config.head == "fit":
+    if settings.config.head.mode == "fit":
         if head is None or not head.is_file():
             raise RunFolderError(f"the run's fitted head {head} is missing: the unpruned model cannot be rebuilt")
         return with_head(model, load_head(head))
@@ -150,7 +150,7 @@ def _read_folder(settings: RunSettings, folder: Path, per_class: int | None) -> 
         seed=settings.config.seed,
         strict=settings.images.strict,
         max_pixels=settings.images.max_pixels,
-        folder_labels=settings.config.head == "fit",
+        folder_labels=settings.config.head.mode == "fit",
     )
 
 

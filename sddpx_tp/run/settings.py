@@ -113,7 +113,9 @@ class RunSettings:
     resolved: ResolvedInput | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **_plain(dataclasses.asdict(self))}
+        record = dataclasses.asdict(dataclasses.replace(self, config=PruneConfig()))
+        record["config"] = self.config.to_dict()  # by flat name, as the command line and earlier runs name them
+        return {"schema": SCHEMA, **_plain(record)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RunSettings:

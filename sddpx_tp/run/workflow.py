@@ -66,7 +66,7 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
     def read(folder: str, role: str, chosen: list[str] | None, per_class: int | None = None) -> ImageSet:
         return load_image_folder(Path(folder), spec, outputs, chosen=chosen, per_class=per_class, seed=seed,
                                  strict=folders.strict, role=role, max_pixels=folders.max_pixels,
-                                 folder_labels=settings.config.head == "fit")  # fmt: skip
+                                 folder_labels=settings.config.head.mode == "fit")  # fmt: skip
 
     references = read(folders.references, "reference", list(folders.class_folders or []) or None, folders.per_class)
     evaluation = None if folders.evaluation is None else read(folders.evaluation, "evaluation", references.folders)
@@ -281,8 +281,8 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
             f"(cross-validated accuracy {', '.join(f'{value:.3f}' for value in fit.cross_validated_accuracy)}). "
             + (
                 "Reference accuracies are cross-fitted: each reference is predicted by a head fitted without it."
-                if settings.config.head_judge == "cross-fit"
-                else f"Reference accuracies are the model's own, on {settings.config.holdout:.0%} of each class's "
+                if settings.config.head.judge == "cross-fit"
+                else f"Reference accuracies are the model's own, on {settings.config.held_back:.0%} of each class's "
                 "references, held back from the head's fit and refits, the relevance and the repairs."
             )
         )

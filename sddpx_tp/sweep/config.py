@@ -333,6 +333,8 @@ _NESTED: dict[str, type[Any]] = {"relevance": RelevanceConfig, "retraining": Tra
 
 
 def _annotations(record: type[Any]) -> dict[str, str]:
+    if record is PruneConfig:  # a sweep names PruneConfig's settings by their flat names, as the command line does
+        return PruneConfig.flat_annotations()
     return {item.name: str(item.type) for item in dataclasses.fields(record)}
 
 

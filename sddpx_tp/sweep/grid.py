@@ -85,7 +85,7 @@ def prune_config(config: SweepConfig, combination: dict[str, Any]) -> PruneConfi
             fields.setdefault(outer, {})[inner] = value
         else:
             fields[axis] = value
-    defaults = PruneConfig()
+    defaults = PruneConfig.recommended()
     if "relevance" in fields:
         fields["relevance"] = RelevanceConfig(**{**dataclasses.asdict(defaults.relevance), **fields["relevance"]})
     if "retraining" in fields:
@@ -111,7 +111,7 @@ def combinations(config: SweepConfig) -> list[dict[str, Any]]:
     rows = [dict(zip(axes, values, strict=True)) for values in itertools.product(*config.grid.values())]
     if "method" in config.grid:
         return [{"method": row["method"], **{axis: row[axis] for axis in axes if axis != "method"}} for row in rows]
-    method = config.prune.get("method", PruneConfig().method)
+    method = config.prune.get("method", PruneConfig.recommended().method)
     return [{"method": method, **row} for row in rows]
 
 
