@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from results_file import write_results
 
-from sddpx_tp.metrics import class_scores
+from sddpx_tp.metrics import class_accuracy_and_confidence
 from sddpx_tp.models.registry import create_model
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     for _ in range(3):
         for batch in (8, 16, 32, 64, 128):
             started = time.perf_counter()
-            class_scores(model, images, labels, 2, batch_size=batch)
+            class_accuracy_and_confidence(model, images, labels, 2, batch_size=batch)
             seconds.setdefault(batch, []).append(time.perf_counter() - started)
     rows = [
         {"batch": batch, "median_s": statistics.median(times), "ms_per_image": 1000 * statistics.median(times) / 128}

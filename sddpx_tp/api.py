@@ -15,9 +15,9 @@ from sddpx_tp.models.classifier import check_finite, restrict_to_classes
 from sddpx_tp.pruning.accuracy_target import hold_back
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.head import (
-    CrossFittedScores,
+    CrossFittedJudge,
     HeadFit,
-    HeldBackScores,
+    HeldBackJudge,
     fit_head,
     pooled_features,
     refit_head,
@@ -25,7 +25,7 @@ from sddpx_tp.pruning.head import (
 )
 from sddpx_tp.pruning.method_registry import Method, check_config
 from sddpx_tp.pruning.progressive import finetune
-from sddpx_tp.pruning.session import LabelledImages, PruningSession, Scores, StepRecord
+from sddpx_tp.pruning.session import Judgement, LabelledImages, PruningSession, StepRecord
 from sddpx_tp.pruning.surgery import PrunableModel
 
 
@@ -86,19 +86,19 @@ def _on_device(images_and_labels: LabelledImages, device: torch.device) -> Label
 
 
 def _refitting(config: PruneConfig, references: LabelledImages, classes: int, head: HeadFit | None,
-               scores: CrossFittedScores | HeldBackScores | None
-               ) -> Callable[[nn.Module], Scores | None] | None:  # fmt: skip
+               judge: CrossFittedJudge | HeldBackJudge | None
+               ) -> Callable[[nn.Module], Judgement | None] | None:  # fmt: skip
     """With a fitted head and ``refit_head``: refit it on each accepted model's backbone, at the chosen strength.
 
-    Cross-fitted scores read the same features of the same references as the refit, so the refit
+    A cross-fitted judge reads the same features of the same references as the refit, so the refit
     returns them too: one forward pass over the references per accepted step instead of two."""
     if head is None or not config.head.refit:
         return None
     strength = head.strength
 
-    def refit(model: nn.Module) -> Scores | None:
+    def refit(model: nn.Module) -> Judgement | None:
         features = refit_head(model, references, classes, strength)
-        return scores.of_features(features) if isinstance(scores, CrossFittedScores) else None
+        return judge.of_features(features) if isinstance(judge, CrossFittedJudge) else None
 
     return refit
 
@@ -137,7 +137,7 @@ class PreparedRun:
     training: LabelledImages | None
     held_back: LabelledImages | None  # references held back to judge the target (stop_at_target, no evaluation)
     head: HeadFit | None
-    scores: CrossFittedScores | HeldBackScores | None
+    judge: CrossFittedJudge | HeldBackJudge | None  # how the references judge a model with a fitted head
     # The global random state as preparing left it: a run restores it, so that what a caller does between
     # prepare and run (a resumed run builds an architecture, which draws random weights) changes nothing.
     random_state: torch.Tensor = field(default_factory=torch.get_rng_state)
@@ -172,7 +172,7 @@ def prepare(
         except ValueError as error:
             raise SettingError(f"{{stop_at_target}} without evaluation images: {error}") from None
     head: HeadFit | None = None
-    scores: CrossFittedScores | HeldBackScores | None = None
+    judge: CrossFittedJudge | HeldBackJudge | None = None
     if config.head.mode == "fit":  # a new head for the reference classes, judged on images it was not fitted on
         judged = None
         if config.head.judge == "held-back":  # out of the fit, the relevance and the repairs: they only judge
@@ -183,16 +183,16 @@ def prepare(
         head = fit_head(pooled_features(model.eval(), references[0]), references[1], len(classes),
                         config.head.folds, config.seed)  # fmt: skip
         if judged is None:
-            scores = CrossFittedScores(references, len(classes), head.strength, config.head.folds, config.seed)
+            judge = CrossFittedJudge(references, len(classes), head.strength, config.head.folds, config.seed)
         else:
-            scores = HeldBackScores(judged, len(classes))
+            judge = HeldBackJudge(judged, len(classes))
         unpruned = with_head(model, head.head)
     else:
         unpruned = restrict_to_classes(model, classes)
     unpruned = unpruned.to(device).eval()
     prunable = check_prunable(unpruned, references[0], config)
     return PreparedRun(config, list(classes), method, unpruned, prunable, references, evaluation, training,
-                       held_back, head, scores)  # fmt: skip
+                       held_back, head, judge)  # fmt: skip
 
 
 def run_prepared(
@@ -222,8 +222,8 @@ def run_prepared(
         on_accept=on_accept,
         resume=None if resume is None else (resume.trajectory, resume.schedule_state),
         training=prepared.training,
-        reference_scores=prepared.scores,
-        on_before_accept=_refitting(config, references, len(prepared.classes), prepared.head, prepared.scores),
+        reference_judge=prepared.judge,
+        on_before_accept=_refitting(config, references, len(prepared.classes), prepared.head, prepared.judge),
         # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
         original_model=copy.deepcopy(prepared.unpruned) if config.repair.methods else None,
         held_back=prepared.held_back,

@@ -32,7 +32,7 @@ def inference_batches(images: torch.Tensor, batch_size: int, device: torch.devic
 
 
 @torch.inference_mode()  # logits only feed the metrics: no autograd bookkeeping at all
-def class_scores(
+def class_accuracy_and_confidence(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int | None = None
 ) -> tuple[list[float], list[float]]:
     """Per class index ``0..classes-1``: accuracy, and the mean softmax probability of the true class
@@ -59,7 +59,7 @@ def per_class_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, batch_size: int | None = None
 ) -> list[float]:
     """Accuracy of each class index ``0..classes-1`` on the given images."""
-    return class_scores(model, images, labels, classes, batch_size)[0]
+    return class_accuracy_and_confidence(model, images, labels, classes, batch_size)[0]
 
 
 def harmonic_mean(accuracies: Sequence[float]) -> float:

@@ -16,7 +16,7 @@ import sddpx_tp.pruning.session as trajectory_module
 from sddpx_tp.api import PruneResult, prune
 from sddpx_tp.metrics import (
     auc_lowest_class,
-    class_scores,
+    class_accuracy_and_confidence,
     count_macs,
     harmonic_mean,
     highest_rate_kept,
@@ -119,7 +119,7 @@ def test_metrics_against_hand_computed_values() -> None:
         identity.weight.copy_(torch.eye(2))
         identity.bias.zero_()
     logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0, 1])
-    accuracy, confidence = class_scores(identity, logits, labels, 2)
+    accuracy, confidence = class_accuracy_and_confidence(identity, logits, labels, 2)
     sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731  (softmax of two logits)
     assert accuracy == [0.5, 1.0]
     assert confidence == pytest.approx([(sigmoid(2) + sigmoid(-1)) / 2, sigmoid(3)])

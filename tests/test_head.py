@@ -20,7 +20,7 @@ from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.errors import SettingError
 from sddpx_tp.models.classifier import classifier_name
 from sddpx_tp.pruning.accuracy_target import hold_back
-from sddpx_tp.pruning.head import CrossFittedScores, cross_fitted_logits, fit_head, fit_logistic, pooled_features
+from sddpx_tp.pruning.head import CrossFittedJudge, cross_fitted_logits, fit_head, fit_logistic, pooled_features
 
 
 def test_the_fit_is_the_optimum_of_the_regularised_loss() -> None:
@@ -128,7 +128,7 @@ def test_a_fitted_heads_settings_need_a_fitted_head() -> None:
 def test_cross_fitted_scores_measure_the_backbone_not_the_head(fashion_task: tuple) -> None:
     model, (images, labels), _ = fashion_task
     positions = (labels == 6).long()
-    scores = CrossFittedScores((images, positions), 2, strength=0.1)
+    scores = CrossFittedJudge((images, positions), 2, strength=0.1)
     accuracy, confidence = scores(model)
     broken = copy.deepcopy(model)
     with torch.no_grad():

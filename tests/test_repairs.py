@@ -255,7 +255,7 @@ def test_a_repaired_masked_trial_equals_the_repaired_removal_and_restores_the_mo
 
 
 class _Ordered:
-    """Scores each channel by its index: deterministic candidates without any criterion under test."""
+    """Judgement each channel by its index: deterministic candidates without any criterion under test."""
 
     def __call__(self, group: object) -> torch.Tensor:
         return torch.arange(len(group[0].idxs), dtype=torch.float32)  # type: ignore[index]

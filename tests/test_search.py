@@ -79,7 +79,7 @@ def test_class_floor_prefers_attempts_that_keep_every_class(
         removed.append(list(chosen))
         return original_remove(self, chosen, means, repair)
 
-    monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
+    monkeypatch.setattr(trajectory_module, "class_accuracy_and_confidence", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "masked", masked)
     monkeypatch.setattr(PrunableModel, "remove", remove)
     model, references, _ = fashion_task
@@ -121,7 +121,7 @@ def test_adaptive_compensation_keeps_the_more_confident_variant(
         removals.append(means is not None)
         return original_remove(self, chosen, means, repair)
 
-    monkeypatch.setattr(trajectory_module, "class_scores", lambda *args: next(scripted))
+    monkeypatch.setattr(trajectory_module, "class_accuracy_and_confidence", lambda *args: next(scripted))
     monkeypatch.setattr(PrunableModel, "remove", remove)
     model, references, _ = fashion_task
     config = PruneConfig.paper(method="sd-dpx", max_rate=0.1, step=0.1, compensation="adaptive")

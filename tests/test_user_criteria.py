@@ -23,7 +23,7 @@ from sddpx_tp.sweep.config import read_config
 
 
 class IndexImportance(tp.importance.Importance):
-    """Scores each channel of a group by its position: the lowest positions are removed first.
+    """Judgement each channel of a group by its position: the lowest positions are removed first.
 
     Records whether torch-pruning's convention for data-driven importances held: every parameter's
     ``.grad`` set when it is called."""

@@ -11,10 +11,10 @@ strictly convex, so full-batch LBFGS reaches the optimum in tens of iterations;
 and it keeps the dependency list as it is.
 
 A head's accuracy on the images it was fitted on is 100 % and says nothing about
-pruning damage. ``CrossFittedScores`` measures a model the honest way: the
+pruning damage. ``CrossFittedJudge`` measures a model the honest way: the
 references' features are computed once, and every reference is predicted by a head
 fitted on the other folds, so SD-DPX's acceptance sees held-out predictions.
-``HeldBackScores`` is the alternative the issue named: a share of the references never
+``HeldBackJudge`` is the alternative the issue named: a share of the references never
 enters a fit and judges the model through its own head.
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from sddpx_tp.errors import RunFolderError
 from sddpx_tp.files import atomic_write
-from sddpx_tp.metrics import class_scores, inference_batch, inference_batches
+from sddpx_tp.metrics import class_accuracy_and_confidence, inference_batch, inference_batches
 from sddpx_tp.models.classifier import classifier_name, replace_classifier
 
 # L2 strengths tried by cross-validation, as multiples of 1 / (number of references), for the objective
@@ -126,10 +126,11 @@ def cross_fitted_logits(features: torch.Tensor, labels: torch.Tensor, classes: i
     return logits
 
 
-def class_scores_from_logits(
+def accuracy_and_confidence_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, classes: int
 ) -> tuple[list[float], list[float]]:
-    """Per class: accuracy and mean true-class probability (as :func:`sddpx_tp.metrics.class_scores`)."""
+    """Per class: accuracy and mean true-class probability (as
+    :func:`~sddpx_tp.metrics.class_accuracy_and_confidence`)."""
     predictions = logits.argmax(1)
     probability = logits.softmax(1).gather(1, labels.view(-1, 1)).flatten()
     accuracies = [float((predictions[labels == cls] == cls).double().mean()) for cls in range(classes)]
@@ -161,10 +162,10 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, classes: int, folds: 
         logits = cross_fitted_logits(features, labels, classes, strength, folds, seed)
         loss = float(F.cross_entropy(logits, labels))
         if best is None or loss < best[0] - 1e-12:
-            best = (loss, strength, class_scores_from_logits(logits, labels, classes)[0])
+            best = (loss, strength, accuracy_and_confidence_from_logits(logits, labels, classes)[0])
     assert best is not None, "at least one strength"
     head = fit_logistic(features, labels, classes, best[1])
-    fitted = class_scores_from_logits(head.logits(features), labels, classes)[0]
+    fitted = accuracy_and_confidence_from_logits(head.logits(features), labels, classes)[0]
     return HeadFit(head, best[1], _fold_count(labels, folds), best[2], fitted)
 
 
@@ -187,10 +188,10 @@ def refit_head(model: nn.Module, references: tuple[torch.Tensor, torch.Tensor], 
     return features
 
 
-class CrossFittedScores:
+class CrossFittedJudge:
     """Per-class accuracy and confidence of a model's backbone on the references, from cross-fitted heads.
 
-    Used as a pruning session's reference scores when the head was fitted on the references."""
+    A pruning session's reference judge when the head was fitted on the references."""
 
     def __init__(self, references: tuple[torch.Tensor, torch.Tensor], classes: int, strength: float,
                  folds: int = DEFAULT_FOLDS, seed: int = 0) -> None:  # fmt: skip
@@ -201,15 +202,15 @@ class CrossFittedScores:
         return self.of_features(pooled_features(model, self.images))
 
     def of_features(self, features: torch.Tensor) -> tuple[list[float], list[float]]:
-        """The scores of a backbone whose pooled features of the references are ``features``."""
+        """The judgement of a backbone whose pooled features of the references are ``features``."""
         logits = cross_fitted_logits(features, self.labels, self.classes, self.strength, self.folds, self.seed)
-        return class_scores_from_logits(logits, self.labels, self.classes)
+        return accuracy_and_confidence_from_logits(logits, self.labels, self.classes)
 
 
-class HeldBackScores:
+class HeldBackJudge:
     """Per-class accuracy and confidence of a model as it is (its own head) on references held back from every fit.
 
-    The alternative to :class:`CrossFittedScores`: one forward pass and no fits per trial, but the
+    The alternative to :class:`CrossFittedJudge`: one forward pass and no fits per trial, but the
     held-back images are lost to the head's fit, and a trial is judged through the head of the last
     accepted step, not a head fitted to the trial's backbone."""
 
@@ -218,7 +219,7 @@ class HeldBackScores:
         self.classes = classes
 
     def __call__(self, model: nn.Module) -> tuple[list[float], list[float]]:
-        return class_scores(model, self.images, self.labels, self.classes)
+        return class_accuracy_and_confidence(model, self.images, self.labels, self.classes)
 
 
 def save_head(path: Path, fit: HeadFit) -> None:

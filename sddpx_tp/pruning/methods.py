@@ -118,7 +118,7 @@ def _try(session: PruningSession, config: PruneConfig, chosen: list[Candidate], 
         scored = []
         for variant in (None, means):
             with session.current.masked(chosen, variant, repair) as model:
-                accuracy, confidence = session.evaluate_scores(model)
+                accuracy, confidence = session.evaluate_with_confidence(model)
             scored.append(((harmonic_mean(accuracy), harmonic_mean(confidence)), accuracy, variant))
         _, accuracy, variant = max(scored, key=lambda entry: entry[0])  # ties in H go to the more confident
         return accuracy, None, variant

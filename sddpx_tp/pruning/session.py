@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from sddpx_tp.lrp.architectures import support_for
 from sddpx_tp.lrp.relevance import filter_relevance
-from sddpx_tp.metrics import ModelSize, class_scores, harmonic_mean, measure_size, per_class_accuracy
+from sddpx_tp.metrics import ModelSize, class_accuracy_and_confidence, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.pruning.accuracy_target import target_lost
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.costs import channel_macs
@@ -28,7 +28,7 @@ from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]
-Scores = tuple[list[float], list[float]]  # per class: accuracy and mean true-class probability
+Judgement = tuple[list[float], list[float]]  # per class: accuracy and mean true-class probability
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class PruningSession:
         evaluation: LabelledImages | None = None,
         training: LabelledImages | None = None,
         held_back: LabelledImages | None = None,
-        reference_scores: Callable[[nn.Module], Scores] | None = None,
-        on_before_accept: Callable[[nn.Module], Scores | None] | None = None,
+        reference_judge: Callable[[nn.Module], Judgement] | None = None,
+        on_before_accept: Callable[[nn.Module], Judgement | None] | None = None,
         original_model: nn.Module | None = None,
         keep_models: bool = False,
         progress: bool = True,
@@ -117,8 +117,10 @@ class PruningSession:
         self.architecture = support_for(model.model)
         self.references = references
         # How a model is judged on the references: its own outputs, or (a fitted head) cross-fitted heads.
-        self.reference_scores = reference_scores or (lambda model: class_scores(model, *references, classes))
-        # E.g. refit a fitted head on the pruned backbone; it may return the model's reference scores,
+        self.reference_judge = reference_judge or (
+            lambda model: class_accuracy_and_confidence(model, *references, classes)
+        )
+        # E.g. refit a fitted head on the pruned backbone; it may return the model's reference judgement,
         # when it computed them on the way (they are then not computed again).
         self.on_before_accept = on_before_accept
         self.evaluation = evaluation
@@ -209,18 +211,18 @@ class PruningSession:
 
     def evaluate_classes(self, model: nn.Module) -> list[float]:
         """Per-class accuracy on the reference images; every call counts as one evaluation."""
-        return self.evaluate_scores(model)[0]
+        return self.evaluate_with_confidence(model)[0]
 
-    def evaluate_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+    def evaluate_with_confidence(self, model: nn.Module) -> tuple[list[float], list[float]]:
         """Per-class accuracy and mean true-class probability on the references; one evaluation."""
         self.evaluations += 1
-        return self._timed_reference_scores(model)
+        return self._timed_judgement(model)
 
-    def _timed_reference_scores(self, model: nn.Module) -> tuple[list[float], list[float]]:
+    def _timed_judgement(self, model: nn.Module) -> tuple[list[float], list[float]]:
         started = time.perf_counter()
-        scores = self.reference_scores(model)
+        judgement = self.reference_judge(model)
         self.reference_seconds += time.perf_counter() - started
-        return scores
+        return judgement
 
     def removed_filters(self) -> int:
         return self.original.filters - self.trajectory[-1].filters if self.trajectory else 0
@@ -241,17 +243,17 @@ class PruningSession:
         layer: str | None = None,
     ) -> None:
         """Make ``model`` current and append its record to the trajectory."""
-        scores = None
+        judged = None
         if self.on_before_accept is not None:
             started = time.perf_counter()
-            scores = self.on_before_accept(model.model)
-            if scores is not None:  # the refit judged the model as well: timed as judging
+            judged = self.on_before_accept(model.model)
+            if judged is not None:  # the refit judged the model as well: timed as judging
                 self.reference_seconds += time.perf_counter() - started
         self.current = model
         if "lstsq" in self.repair:  # a resumed run must know which unpruned channel each one is
             self.schedule_state["channel_origins"] = {name: list(kept) for name, kept in model.origins.items()}
         size = measure_size(model.model, self.example_input)
-        reference_accuracy = (scores if scores is not None else self._timed_reference_scores(model.model))[0]
+        reference_accuracy = (judged if judged is not None else self._timed_judgement(model.model))[0]
         self.reference_harmonic_mean = harmonic_mean(reference_accuracy)
         eval_accuracy = None
         if self.evaluation is not None:
