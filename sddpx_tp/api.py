@@ -13,6 +13,7 @@ from torch import nn
 from sddpx_tp.errors import SettingError
 from sddpx_tp.models.classifier import check_finite, restrict_to_classes
 from sddpx_tp.pruning.accuracy_target import hold_back
+from sddpx_tp.pruning.block_phase import remove_blocks
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.head import (
     CrossFittedJudge,
@@ -202,6 +203,7 @@ def run_prepared(
     keep_models: bool = False,
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
+    speed_probe: Callable[[nn.Module], float] | None = None,
 ) -> PruneResult:
     """Prune what :func:`prepare` made ready; arguments as :func:`prune`'s."""
     config, references = prepared.config, prepared.references
@@ -211,6 +213,12 @@ def run_prepared(
     else:  # a resumed run was checked when it started (and may have pruned everything it could since)
         device = next(prepared.unpruned.parameters()).device
         start = _prunable(resume.model.to(device).eval(), references[0], config)
+    probe = None
+    if config.target.speedup is not None and speed_probe is None:  # measured on this machine, at torch's threads
+        from sddpx_tp.export.latency import SpeedProbe  # onnxruntime: loaded only for a speed budget
+
+        probe = SpeedProbe(prepared.unpruned, references[0][:1], threads=torch.get_num_threads())
+        speed_probe = probe
     session = PruningSession(
         start,
         references,
@@ -227,13 +235,18 @@ def run_prepared(
         # Repairs target the unpruned model; the session's own model is pruned in place, so a copy.
         original_model=copy.deepcopy(prepared.unpruned) if config.repair.methods else None,
         held_back=prepared.held_back,
+        speed_probe=speed_probe,
     )
     try:
+        if config.blocks:  # depth before width (refused for the methods that retrain)
+            remove_blocks(session, config)
         prepared.method.run(session, config)
         if config.retraining.finetune_epochs > 0 and session.trajectory[-1].phase != "finetuned":
             finetune(session, seed=config.seed)
     finally:
         session.close()
+        if probe is not None:
+            probe.close()
     return PruneResult(
         model=session.current.model,
         trajectory=session.trajectory,
@@ -257,6 +270,7 @@ def prune(
     keep_models: bool = False,
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
+    speed_probe: Callable[[nn.Module], float] | None = None,
 ) -> PruneResult:
     """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
 
@@ -270,10 +284,15 @@ def prune(
     With ``config.target.stop`` the run ends once an accepted step clearly misses
     ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.held_back`` of each
     class's references, held back from everything else (recorded as ``holdout_accuracy``).
+    With ``config.target.speedup`` the run ends at the first accepted step measured at least that many
+    times faster than the unpruned model, by ``speed_probe`` (a model in, its speedup out: e.g. a
+    measurement on the device you deploy to); by default ONNX Runtime on this CPU at batch 1 and
+    torch's thread count (:class:`sddpx_tp.export.latency.SpeedProbe`).
 
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run. The same as
     :func:`run_prepared` of :func:`prepare`.
     """
     prepared = prepare(model, references, classes, config, evaluation=evaluation, training=training, device=device)
-    return run_prepared(prepared, progress=progress, keep_models=keep_models, on_accept=on_accept, resume=resume)
+    return run_prepared(prepared, progress=progress, keep_models=keep_models, on_accept=on_accept, resume=resume,
+                        speed_probe=speed_probe)  # fmt: skip

@@ -27,6 +27,8 @@ CHANGES: dict[str, tuple[Any, str]] = {
     "cost": ("macs", "cost"),
     "holdout": (0.25, "held_back"),
     "hold": (0.05, "progressive_max_drop"),
+    "blocks": (True, "blocks"),
+    "block_floor": (0.9, "block_floor"),
     "order_change": (False, "search.order_change"),
     "rate_change": (False, "search.rate_change"),
     "max_excluded": (4, "search.max_excluded"),
@@ -47,6 +49,7 @@ CHANGES: dict[str, tuple[Any, str]] = {
     "target_margin": (0.0, "target.margin"),
     "stop_at_target": (True, "target.stop"),
     "target_macs": (0.3, "target.macs"),
+    "target_speedup": (2.0, "target.speedup"),
 }
 
 

@@ -93,6 +93,9 @@ def config_from_options(options: dict[str, Any]) -> PruneConfig:
         target_confidence=options["target_confidence"],
         target_margin=options["target_margin"],
         target_macs=options["target_macs"],
+        target_speedup=options["target_speedup"],
+        blocks=options["blocks"],
+        block_floor=options["block_floor"],
         stop_at_target=options["stop_at_target"]
         or options["target_accuracy"] is not None
         or options["min_class_accuracy"] is not None,
@@ -306,6 +309,24 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     type=float,
     help="a speed budget: stop at the first step whose MACs are at most this share of the unpruned model's "
     "(0.25: 4x fewer); the report says whether the budget or the accuracy target ended the run",
+)
+@click.option(
+    "--blocks/--no-blocks",
+    default=DEFAULTS["blocks"],
+    help="first remove whole residual blocks (their shortcuts stay) while the references keep --block-floor of "
+    "the unpruned accuracy H, then prune channels",
+)
+@click.option(
+    "--block-floor",
+    type=float,
+    default=DEFAULTS["block_floor"],
+    help="--blocks: the share of the unpruned reference H a block's removal must keep",
+)
+@click.option(
+    "--target-speedup",
+    type=float,
+    help="a measured speed budget: stop at the first step at least this many times faster than the unpruned "
+    "model (ONNX Runtime CPU, batch 1, --threads; each accepted step is exported and timed)",
 )
 @click.option(
     "--stop-at-target",

@@ -2,7 +2,7 @@
 
 The safe format holds only tensors, numbers and strings (``torch.load(...,
 weights_only=True)`` reads it; nothing is unpickled as code): the state_dict plus
-the pruned width of every layer. Loading resizes a freshly built unpruned
+the pruned width of every layer and the residual blocks removed whole. Loading resizes a freshly built unpruned
 architecture to those widths and loads the weights strictly, so the rebuilt model
 computes exactly what the saved one did. The convenience format is
 ``torch.save(model)``: one file, but loading it unpickles code.
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sddpx_tp.files import atomic_write
+from sddpx_tp.models.blocks import removable_blocks, skip_block, skipped_blocks
 
 FORMAT = "sddpx-tp/pruned-model/1"
 
@@ -51,6 +52,7 @@ def save_pruned(model: nn.Module, path: Path, metadata: dict[str, Any] | None = 
         "format": FORMAT,
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "widths": _widths(model),
+        "skipped_blocks": skipped_blocks(model),  # removed whole: rebuilt as their shortcuts
         "metadata": metadata or {},
     }
     atomic_write(Path(path), lambda temporary: torch.save(payload, temporary))
@@ -77,6 +79,11 @@ def checkpoint_metadata(path: Path) -> dict[str, Any]:
 def load_pruned(path: Path, architecture: nn.Module) -> nn.Module:
     """Resize ``architecture`` (a fresh, unpruned instance) to the saved widths and load the weights."""
     payload = _read(path)
+    known = {block.name for block in removable_blocks(architecture)}
+    for name in payload.get("skipped_blocks", []):  # files from before blocks were removed have none
+        if name not in known:
+            raise ValueError(f"{path} removed a block {name!r} that the given architecture cannot remove")
+        skip_block(architecture, name)
     modules = dict(architecture.named_modules())
     for name, attributes in payload["widths"].items():
         if name not in modules:

@@ -68,6 +68,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "target_margin": ("target", "margin"),
     "stop_at_target": ("target", "stop"),
     "target_macs": ("target", "macs"),
+    "target_speedup": ("target", "speedup"),
 }
 # Top fields whose flat name (the command line's) differs from the field's.
 _TOP_ALIASES = {"hold": "progressive_max_drop", "holdout": "held_back"}
@@ -98,6 +99,10 @@ class PruneConfig:
     held_back: float = 1 / 3
     # Progressive: stop a layer short when the reference accuracy falls more than this. Flat name "hold".
     progressive_max_drop: float | None = None
+    # Depth before width: first remove whole residual blocks, while the references keep block_floor of the
+    # unpruned harmonic mean H (sddpx_tp.pruning.block_phase; issue 31). Off by default until measured.
+    blocks: bool = False
+    block_floor: float = 0.99
     search: SearchSettings = field(default_factory=SearchSettings)
     head: HeadSettings = field(default_factory=HeadSettings)
     repair: RepairSettings = field(default_factory=RepairSettings)

@@ -35,6 +35,7 @@ def check(settings: dict[str, Any]) -> None:
         (s["max_excluded"] >= 0, f"{{max_excluded}} must be >= 0, not {s['max_excluded']}"),
         (0 < smallest_step <= s["step"], f"{{min_step}} must be in (0, step], not {s['min_step']}"),
         (s["min_channels"] >= 1, f"{{min_channels}} must be >= 1, not {s['min_channels']}"),
+        (0 < s["block_floor"] <= 1, f"{{block_floor}} must be in (0, 1], not {s['block_floor']}"),
         (s["round_to"] >= 1, f"{{round_to}} must be >= 1, not {s['round_to']}"),
         (0 <= s["class_floor"] <= 1, f"{{class_floor}} must be in [0, 1], not {s['class_floor']}"),
         (s["patience"] >= 0, f"{{patience}} must be >= 0, not {s['patience']}"),
@@ -59,6 +60,11 @@ def check(settings: dict[str, Any]) -> None:
         (
             s["target_macs"] is None or 0 < s["target_macs"] < 1,
             f"{{target_macs}} is a share of the unpruned MACs in (0, 1), not {s['target_macs']}",
+        ),
+        (
+            s["target_speedup"] is None or 1 < s["target_speedup"] <= 1000,
+            f"{{target_speedup}} is how many times faster than the unpruned model, in (1, 1000], "
+            f"not {s['target_speedup']}",
         ),
         (
             0 <= s["target_confidence"] <= 10,

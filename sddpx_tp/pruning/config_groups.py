@@ -96,3 +96,6 @@ class TargetSettings:
     # A speed budget: end the run at the first accepted step whose MACs are at most this share of the unpruned
     # model's (0.25: 4x fewer MACs); None: prune to max_rate.
     macs: float | None = None
+    # A measured speed budget: end the run at the first accepted step at least this many times faster than the
+    # unpruned model (ONNX Runtime CPU, batch 1, the run's threads; sddpx_tp.export.latency); None: no budget.
+    speedup: float | None = None

@@ -120,6 +120,10 @@ def check_config(config: PruneConfig, has_training: bool) -> Method:
             f"{{stop_at_target}} is for methods that do not retrain (px, dpx, sd-dpx): {method.name} loses accuracy "
             "when it prunes a layer and regains it when it retrains, so a step that misses the target is no end"
         )
+    if config.blocks and method.retrains:
+        raise SettingError(f"{{blocks}} is for px, dpx and sd-dpx; {method.name} prunes and retrains by layers")
+    if config.target.speedup is not None and method.retrains:
+        raise SettingError(f"{{target_speedup}} is for px, dpx and sd-dpx; {method.name} prunes and retrains by layers")
     if config.target.macs is not None and method.retrains:
         raise SettingError(f"{{target_macs}} is for px, dpx and sd-dpx; {method.name} prunes and retrains by layers")
     if config.cost != "filters" and method.retrains:

@@ -38,13 +38,15 @@ from sddpx_tp.pruning.session import PruningSession
 from sddpx_tp.pruning.surgery import Candidate, GroupScores, PrunableModel
 
 
-def _budget(session: PruningSession, config: PruneConfig, step: float) -> int:
+def step_budget(session: PruningSession, config: PruneConfig, step: float) -> int:
     """Filters (or MACs, with cost "macs") the next step may remove: ``step`` of the original, capped at
-    ``max_rate`` (none once the run has stopped at its accuracy target or met its MACs budget)."""
+    ``max_rate`` (none once the run has stopped at its accuracy target or met its MACs or speed budget)."""
     if session.stopped:
         return 0
     if config.target.macs is not None and session.trajectory[-1].macs_ratio <= config.target.macs:
-        return 0  # the speed budget is met: the run ends here
+        return 0  # the MACs budget is met: the run ends here
+    if config.target.speedup is not None and (session.trajectory[-1].speedup or 0.0) >= config.target.speedup:
+        return 0  # the measured speed budget is met
     if config.cost == "macs":
         limit = int(config.max_rate * session.original.macs) - session.removed_macs()
         return min(round(step * session.original.macs), limit)
@@ -67,7 +69,7 @@ def px(session: PruningSession, config: PruneConfig) -> None:
         # Channels of the unpruned model still present, per group, in their current order.
         state["px_remaining"] = {root: list(range(len(group.scores))) for root, group in ranked.items()}
     remaining: dict[str, list[int]] = state["px_remaining"]
-    while (budget := _budget(session, config, config.step)) > 0:
+    while (budget := step_budget(session, config, config.step)) > 0:
         # The unpruned model's scores, looked up for the channels still present.
         current = {
             root: GroupScores(root, [state["px_scores"][root][channel] for channel in kept], state["px_filters"][root])
@@ -89,7 +91,7 @@ def px(session: PruningSession, config: PruneConfig) -> None:
 
 @register_method("dpx")
 def dpx(session: PruningSession, config: PruneConfig) -> None:
-    while (budget := _budget(session, config, config.step)) > 0:
+    while (budget := step_budget(session, config, config.step)) > 0:
         scores = session.channel_scores(session.current)
         costs = session.macs_per_channel(session.current)
         chosen = session.current.select(session.current.candidates(scores, macs_per_channel=costs), budget, config.cost)
@@ -135,7 +137,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
     floors = [config.search.class_floor * accuracy for accuracy in session.trajectory[0].reference_accuracy]
     best_so_far = session.reference_harmonic_mean
     compensation = compensation_for(config)
-    while _budget(session, config, config.step) > 0:
+    while step_budget(session, config, config.step) > 0:
         scores = session.channel_scores(session.current)
         costs = session.macs_per_channel(session.current)
         # One forward serves every trial of this step.
@@ -147,7 +149,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
         tried: list[float] = []
         fruitless = 0  # skips in a row that did not beat the best attempt
         while True:
-            budget = _budget(session, config, step)
+            budget = step_budget(session, config, step)
             skipped = {(c.root, channel) for c in excluded for channel in c.channels}
             candidates = session.current.candidates(scores, excluded=skipped, macs_per_channel=costs)
             chosen = session.current.select(candidates, budget, config.cost)

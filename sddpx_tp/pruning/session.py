@@ -60,6 +60,10 @@ class StepRecord:
     # Images a class behind the accuracy that judges the target (held-out, else held-back references; None when
     # the references judge): the noise the recommended step is chosen against (sddpx_tp.pruning.accuracy_target).
     judged_counts: list[int] | None = None
+    # With a speed budget: how many times faster than the unpruned model this step runs, measured (batch 1;
+    # sddpx_tp.export.latency), and the cumulative part of ``seconds`` the measuring took.
+    speedup: float | None = None
+    speed_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +85,7 @@ class PruningSession:
     evaluation_seconds: float  # cumulative time measuring the held-out images
     relevance_seconds: float  # cumulative time in relevance passes
     reference_seconds: float  # cumulative time judging models on the references
+    speed_seconds: float  # cumulative time measuring speedups (a speed budget)
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class PruningSession:
         evaluation: LabelledImages | None = None,
         training: LabelledImages | None = None,
         held_back: LabelledImages | None = None,
+        speed_probe: Callable[[nn.Module], float] | None = None,
         reference_judge: Callable[[nn.Module], Judgement] | None = None,
         on_before_accept: Callable[[nn.Module], Judgement | None] | None = None,
         original_model: nn.Module | None = None,
@@ -107,7 +113,8 @@ class PruningSession:
         with ``target.stop``, the accuracy target. ``held_back``: references held back from everything
         else, measured at every accepted step. With a target the run is :attr:`stopped` once it is lost
         (:meth:`AccuracyTarget.lost`), judged on the evaluation images, else on ``held_back``, else on the
-        references. ``original_model``: the unpruned model, which the repairs target."""
+        references. ``original_model``: the unpruned model, which the repairs target. ``speed_probe``: measures
+        how many times faster than the unpruned model a model runs, at every accepted step (a speed budget)."""
         relevance_config, max_rate, training_config = config.relevance, config.max_rate, config.retraining
         criterion, seed, repair, ridge = config.criterion, config.seed, config.repair.methods, config.repair.ridge
         self.cost = config.cost
@@ -125,6 +132,7 @@ class PruningSession:
         self.on_before_accept = on_before_accept
         self.evaluation = evaluation
         self.held_back = held_back
+        self.speed_probe = speed_probe
         self.stop_at = stop_at
         self.classes = classes
         self.relevance_config = relevance_config
@@ -151,7 +159,7 @@ class PruningSession:
             self.trajectory = []
             self.schedule_state = {}
             self.started = time.perf_counter()
-            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = 0.0
+            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = self.speed_seconds = 0.0
             self.reference_harmonic_mean = self.evaluate_references(model.model)
             self.accept(model, attempts=0)
         else:
@@ -168,6 +176,7 @@ class PruningSession:
             self.started = time.perf_counter() - last.seconds
             self.evaluation_seconds = last.evaluation_seconds
             self.relevance_seconds, self.reference_seconds = last.relevance_seconds, last.reference_seconds
+            self.speed_seconds = last.speed_seconds
             self.reference_harmonic_mean = last.reference_harmonic_mean
             self._bar.update(round(last.filter_rate * 100))
 
@@ -265,6 +274,11 @@ class PruningSession:
             holdout_started = time.perf_counter()
             holdout_accuracy = per_class_accuracy(model.model, *self.held_back, self.classes)
             self.reference_seconds += time.perf_counter() - holdout_started
+        speedup = None
+        if self.speed_probe is not None:
+            speed_started = time.perf_counter()
+            speedup = 1.0 if not self.trajectory else self.speed_probe(model.model)  # step 0 is the unpruned model
+            self.speed_seconds += time.perf_counter() - speed_started
         record = StepRecord(
             step=len(self.trajectory),
             filter_rate=1 - size.filters / self.original.filters,
@@ -289,6 +303,8 @@ class PruningSession:
             layer=layer,
             holdout_accuracy=holdout_accuracy,
             judged_counts=self._judged_counts(),
+            speedup=speedup,
+            speed_seconds=self.speed_seconds,
         )
         self.trajectory.append(record)
         if self.keep_models:

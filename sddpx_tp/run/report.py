@@ -38,7 +38,8 @@ def recommended_step(trajectory: list[StepRecord], target: AccuracyTarget | None
             "params": record.params, "params_ratio": record.params_ratio, "macs_ratio": record.macs_ratio,
             "judged_on": JUDGES[judge], "mean_kept": target.mean_kept, "class_kept": target.class_kept,
             "confidence": target.confidence, "margin": target.margin, "judged_counts": trajectory[0].judged_counts,
-            "stopped_early": index < len(trajectory) - 1}  # fmt: skip
+            "stopped_early": index < len(trajectory) - 1,
+            "speedup": getattr(record, "speedup", None)}  # fmt: skip
 
 
 def target_of(settings: dict[str, Any]) -> AccuracyTarget:
@@ -72,11 +73,15 @@ def build_report(
 
 
 def ending(trajectory: list[StepRecord], settings: dict[str, Any]) -> str:
-    """What ended the run: its MACs budget, its accuracy target, or its maximum rate (or what it could prune)."""
+    """What ended the run: its MACs or speed budget, its accuracy target, or its maximum rate (or what it could
+    prune)."""
     config, last = settings.get("config", {}), trajectory[-1]
     budget = config.get("target_macs")
     if budget is not None and last.macs_ratio <= budget:
         return "macs budget"
+    speedup = config.get("target_speedup")
+    if speedup is not None and last.speedup is not None and last.speedup >= speedup:
+        return "speed budget"
     if config.get("stop_at_target") and target_lost(trajectory, target_of(settings)):
         return "accuracy target"
     return "max rate"
@@ -148,6 +153,8 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
         f"| reference accuracy (H) | {_percent(first['reference_harmonic_mean'])} "
         f"| {_percent(last['reference_harmonic_mean'])} | |",
     ]
+    if last.get("speedup") is not None:  # a speed budget measured every step
+        lines.append(f"| measured speedup (ONNX Runtime CPU, batch 1) | 1 | {last['speedup']:.2f}x | |")
     if first["eval_harmonic_mean"] is not None:
         lines.append(
             f"| held-out accuracy (H) | {_percent(first['eval_harmonic_mean'])} "
@@ -167,6 +174,10 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
         ]
     lines += _recommended_section(report.get("recommended"), report.get("export"))
     lines += _ending_lines(report.get("ended"), report["settings"].get("config", {}))
+    blocks = [record["layer"] for record in trajectory if record.get("phase") == "blocks"]
+    if blocks:  # --blocks: depth before width
+        lines += ["", f"Residual blocks removed whole before the channels (their shortcuts stay), step by step. "
+                  f"Removed whole: {', '.join(blocks)}."]  # fmt: skip
     lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
     lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
@@ -198,7 +209,9 @@ def _recommended_section(recommended: dict[str, Any] | None, export: dict[str, A
     return [
         "",
         f"Recommended: step {recommended['step']}, filter rate {recommended['filter_rate']:.3f} "
-        f"(params x{recommended['params_ratio']:.3f}, MACs x{recommended['macs_ratio']:.3f}), per-class accuracy "
+        f"(params x{recommended['params_ratio']:.3f}, MACs x{recommended['macs_ratio']:.3f}"
+        + (f", measured {recommended['speedup']:.2f}x faster" if recommended.get("speedup") else "")
+        + "), per-class accuracy "
         f"{', '.join(_percent(value) for value in recommended['accuracy'])}: the highest rate keeping "
         f"{recommended['mean_kept']:.0%} of the unpruned mean accuracy and {recommended['class_kept']:.0%} of each "
         f"class's, judged on {recommended['judged_on']}{optimistic.get(recommended['judged_on'], '')}"
@@ -210,6 +223,8 @@ def _ending_lines(ended: str | None, config: dict[str, Any]) -> list[str]:
     """What ended the run, in words (nothing for reports from before this was recorded)."""
     words = {
         "macs budget": f"its MACs budget was met (at most {config.get('target_macs')} of the unpruned MACs)",
+        "speed budget": f"its speed budget was met (measured at least {config.get('target_speedup')}x faster than "
+        "the unpruned model: ONNX Runtime CPU, batch 1; each step's `speedup` in report.json)",
         "accuracy target": "it lost the accuracy target (a step clearly missed it, or several fell short)",
         "max rate": "it reached its maximum rate, or nothing more could be pruned",
     }

@@ -1,0 +1,134 @@
+"""Depth before width: does removing whole residual blocks hand out a faster model at kept accuracy? (issue 31)
+
+    python benchmarks/blocks.py --seeds 0 1 2 3 4 --out results/blocks_tune.json
+    python benchmarks/blocks.py --seeds 5 6 7 8 9 --out results/blocks_resnet18.json
+    python benchmarks/blocks.py --out results/blocks_resnet18.json --table
+
+The Fashion-MNIST ResNet-18 tasks of ``benchmarks/step_rule.py`` (10-class source at 32 px, two
+classes a task, 30 references a class; the test split's 200 judging images a class are ``--eval``
+and the other 800 check images are seen by nothing), pruned to filter rate 0.9 by the command
+line's default with blocks off and on (``--blocks``, at each ``--floors`` value). For each, the
+recommended step (the noise-aware rule on the judging images) is judged on the check images and
+timed at 224 px (the layers do not depend on the input size) in ONNX Runtime CPU, batch 1, 1 thread,
+interleaved with the unpruned model (:class:`sddpx_tp.export.latency.SpeedProbe`, ``--runs`` runs
+each). The target is kept when the check images' mean per-class accuracy is at least 0.95 of the
+unpruned model's and every class at least 0.9 of its own. Resumable per task and variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from results_file import read_results, write_results
+from ship_speed import keeps_target
+from step_rule import correct, per_class, source_model, split_test_images, task_of
+
+from sddpx_tp.api import prune
+from sddpx_tp.data.fashion import class_subset, load_split
+from sddpx_tp.export.latency import SpeedProbe
+from sddpx_tp.metrics import count_macs
+from sddpx_tp.models.blocks import skipped_blocks
+from sddpx_tp.pruning.accuracy_target import recommended_record
+from sddpx_tp.pruning.config import PruneConfig
+
+SOURCE = "resnet18"
+
+
+def variants(floors: list[float]) -> dict[str, PruneConfig]:
+    found = {"default": PruneConfig.recommended(max_rate=0.9)}
+    for floor in floors:
+        found[f"default, blocks {floor:g}"] = PruneConfig.recommended(max_rate=0.9, blocks=True, block_floor=floor)
+    return found
+
+
+def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig, runs: int) -> dict[str, Any]:
+    classes, prepare = task_of(SOURCE, seed)
+    train_images, train_labels = load_split("train")
+    raw = class_subset(train_images, train_labels, classes, 30, seed)
+    references = (prepare(raw[0]), raw[1])
+    judging, check = split_test_images(classes, seed, prepare)
+    config = config.replace(seed=seed)
+    result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False)
+    chosen = recommended_record(result.trajectory, config.accuracy_target)
+    position = {cls: index for index, cls in enumerate(classes)}
+    positions = torch.tensor([position[int(label)] for label in check[1]])
+    check_accuracy = [per_class(correct(step, check[0], positions), positions, len(classes))
+                      for step in (result.models[0], result.models[chosen])]  # fmt: skip
+    large = F.interpolate(references[0][:1], size=(224, 224), mode="bilinear", align_corners=False)
+    with SpeedProbe(result.models[0], large, threads=1, runs=runs) as probe:
+        speedup = probe(result.models[chosen])
+    record = result.trajectory[chosen]
+    return {
+        "seed": seed,
+        "label": label,
+        "classes": classes,
+        "config": config.to_dict(),
+        "recommended": {
+            "index": chosen,
+            "filter_rate": record.filter_rate,
+            "macs_ratio": record.macs_ratio,
+            "phase": record.phase,
+        },
+        "blocks_removed": skipped_blocks(result.models[chosen]),
+        "macs_ratio_224": count_macs(result.models[chosen], large) / count_macs(result.models[0], large),
+        "speedup_224": speedup,
+        "check_accuracy": {"unpruned": check_accuracy[0], "recommended": check_accuracy[1]},
+        "kept_on_check": keeps_target(check_accuracy[1], check_accuracy[0]),
+        "seconds": result.trajectory[-1].seconds,
+        "steps": len(result.trajectory),
+    }
+
+
+def table(document: dict[str, Any]) -> str:
+    lines = ["| variant | tasks | target kept on check | speedup at 224 px (median, per task) | MACs x at 224 px "
+             "(median) | blocks removed (median) | s (median) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    labels = list(dict.fromkeys(run["label"] for run in document["runs"]))
+    for label in labels:
+        runs = sorted((run for run in document["runs"] if run["label"] == label), key=lambda run: run["seed"])
+        speedups = [run["speedup_224"] for run in runs]
+        lines.append(
+            f"| {label} | {len(runs)} | {sum(run['kept_on_check'] for run in runs)}/{len(runs)} | "
+            f"{statistics.median(speedups):.2f} ({', '.join(f'{value:.2f}' for value in speedups)}) | "
+            f"{statistics.median(run['macs_ratio_224'] for run in runs):.3f} | "
+            f"{statistics.median(len(run['blocks_removed']) for run in runs):g} | "
+            f"{statistics.median(run['seconds'] for run in runs):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--floors", type=float, nargs="+", default=[0.99])
+    parser.add_argument("--runs", type=int, default=50, help="timed runs of each model, interleaved")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
+    parser.add_argument("--out", type=Path, default=Path("results/blocks_tune.json"))
+    parser.add_argument("--table", action="store_true", help="only print --out's table")
+    args = parser.parse_args()
+    if args.table:
+        print(table(read_results(args.out)))
+        return
+    torch.set_num_threads(args.threads)
+    model = source_model(SOURCE)
+    document = read_results(args.out)
+    done = {(run["seed"], run["label"]) for run in document["runs"]}
+    for seed in args.seeds:
+        for label, config in variants(args.floors).items():
+            if (seed, label) in done:
+                continue
+            run = run_task(model, seed, label, config, args.runs)
+            document["runs"].append(run)
+            write_results(args.out, document, source=SOURCE)
+            print(f"seed {seed} {label}: rate {run['recommended']['filter_rate']:.2f}, blocks "
+                  f"{len(run['blocks_removed'])}, {run['speedup_224']:.2f}x, kept {run['kept_on_check']}",
+                  flush=True)  # fmt: skip
+    print(table(document))
+
+
+if __name__ == "__main__":
+    main()
