@@ -30,6 +30,13 @@ DEFAULT_WORKERS = min(8, cpu_count())
 @click.option("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs each cell reserves (and its torch threads)")
 @click.option("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs each cell reserves (a fraction shares one)")
 @click.option("--json", "as_json", is_flag=True, help="print the results table as one JSON document on stdout")
+@click.option(
+    "--trust-model",
+    "trusted_models",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="a pickled model file the config names, which you trust to be unpickled (it runs its code); repeatable",
+)
 def sweep_command(
     config_file: Path,
     out: Path,
@@ -39,9 +46,10 @@ def sweep_command(
     cpus_per_cell: float,
     gpus_per_cell: float,
     as_json: bool,
+    trusted_models: tuple[Path, ...],
 ) -> None:
     """Run every cell of a sweep config (models x class subsets x grid values) into one folder, and tabulate them."""
-    config = read_config(config_file)
+    config = read_config(config_file, trusted_models)
     if backend == "ray":
         chosen: Backend = RayBackend(ray_address, cpus_per_cell, gpus_per_cell)
     else:

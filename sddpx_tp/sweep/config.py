@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sddpx_tp.data.fashion import CLASS_NAMES, default_cache_dir
-from sddpx_tp.errors import SettingError, UserError
+from sddpx_tp.data.fashion import CLASS_NAMES
 from sddpx_tp.lrp.relevance import RelevanceConfig
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.criteria import names_code
 from sddpx_tp.pruning.training import TrainingConfig
-from sddpx_tp.run.settings import ModelSource, Preprocessing
+from sddpx_tp.sweep.model_entries import SweepModel, model_entries
 from sddpx_tp.sweep.reader import ConfigError, ConfigReader, shown
 
 SECTIONS = ("data", "classes", "models", "prune", "grid", "run")
@@ -39,13 +39,6 @@ PRESETS = ("recommended", "paper")
 # Folder names of the Fashion-MNIST classes: "T-shirt/top" cannot be a folder, and a space is awkward in a
 # cell id; the labels file keeps the real names, which the folder names match ("_" reads as a space).
 FASHION_FOLDERS = tuple(name.replace("/", "-").replace(" ", "_") for name in CLASS_NAMES)
-# The Fashion-MNIST ResNet-18 (32 px): "fast" is the demo's --fast model (1 epoch on 2048 images, well under a
-# minute on 2 cores), "full" the benchmarks' (3 epochs on all 60,000, about 6 minutes). Cached, shared with the demo.
-FASHION_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "fast": ("fashion_resnet18_fast.pt", {"epochs": 1, "limit": 2048}),
-    "full": ("fashion_resnet18_32px.pt", {}),
-}
-FASHION_PREPROCESSING = Preprocessing(32, 32, (0.286,) * 3, (0.353,) * 3)
 
 
 @dataclass(frozen=True)
@@ -67,16 +60,6 @@ class FolderData:
     labels: str | None = None
     per_class: int | None = None
     strict: bool = False
-
-
-@dataclass(frozen=True)
-class SweepModel:
-    """One model of the grid; ``label`` names it in cell ids; ``training``: how to train it (Fashion-MNIST)."""
-
-    label: str
-    source: ModelSource
-    preprocessing: Preprocessing
-    training: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,8 +108,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_config(path: Path | str) -> SweepConfig:
-    """Read and validate the sweep config at ``path``; raises :class:`ConfigError` (one line)."""
+def read_config(path: Path | str, trusted_models: Collection[Path] = ()) -> SweepConfig:
+    """Read and validate the sweep config at ``path``; raises :class:`ConfigError` (one line).
+
+    A model file the config names as ``name`` is a pickled model, which loading runs as code: it is
+    refused unless it is one of ``trusted_models`` (named on the command line, ``--trust-model``)."""
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -146,7 +132,8 @@ def read_config(path: Path | str) -> SweepConfig:
         lacking = sorted({name for subset in subsets for name in subset} - set(_folders_of(data.evaluation)))
         if lacking:
             raise reader.fail("data.evaluation", f"has no folder for class {lacking[0]!r}, which a subset uses")
-    models = _models(reader, reader.table(document["models"], "models"))
+    trusted = {Path(model).expanduser().resolve() for model in trusted_models}
+    models = model_entries(reader, reader.table(document["models"], "models"), trusted)
     prune = dict(reader.table(document.get("prune", {}), "prune"))
     preset = reader.string(prune.pop("preset", "recommended"), "prune.preset")
     if preset not in PRESETS:
@@ -261,71 +248,6 @@ def draw_subsets(folders: tuple[str, ...], count: int, size: int, seed: int, fai
             subsets.append(subset)
         offset += 1
     return tuple(subsets)
-
-
-_MODEL_KEYS = ("name", "weights", "num_classes", "random_init", "input_size", "resize_size", "mean", "std")
-
-
-def _models(reader: ConfigReader, table: dict[str, Any]) -> tuple[SweepModel, ...]:
-    if not table:
-        raise reader.fail("models", "names no model; add a [models.NAME] table")
-    models = []
-    for label, entry in table.items():
-        key = f"models.{label}"
-        if not label.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise reader.fail(key, "has a name that is not letters, digits, '-', '_' or '.' (it names cell folders)")
-        entry = reader.table(entry, key)
-        if "fashion_mnist" in entry:
-            reader.only(entry, ("fashion_mnist",), key)
-            variant = reader.string(entry["fashion_mnist"], f"{key}.fashion_mnist")
-            if variant not in FASHION_MODELS:
-                raise reader.fail(
-                    f"{key}.fashion_mnist", f"must be one of {', '.join(FASHION_MODELS)}, not {variant!r}"
-                )
-            file_name, training = FASHION_MODELS[variant]
-            source = ModelSource("resnet18", str(default_cache_dir() / file_name), num_classes=10)
-            models.append(SweepModel(label, source, FASHION_PREPROCESSING, training))
-            continue
-        reader.only(entry, _MODEL_KEYS, key)
-        models.append(SweepModel(label, *_model_source(reader, entry, key)))
-    return tuple(models)
-
-
-def _model_source(reader: ConfigReader, entry: dict[str, Any], key: str) -> tuple[ModelSource, Preprocessing]:
-    name = reader.string(entry.get("name"), f"{key}.name")
-    if Path(name).suffix:  # a model file, not a registry name
-        name = reader.file(name, f"{key}.name")
-
-    def optional_integer(field_name: str, low: int) -> int | None:
-        return None if field_name not in entry else reader.integer(entry[field_name], f"{key}.{field_name}", low)
-
-    def channels(field_name: str) -> tuple[float, ...] | None:
-        if field_name not in entry:
-            return None
-        given = entry[field_name]
-        values = [
-            reader.number(value, f"{key}.{field_name}") for value in (given if isinstance(given, list) else [given])
-        ]
-        if len(values) not in (1, 3):
-            raise reader.fail(f"{key}.{field_name}", f"needs one value or three, not {len(values)}")
-        return tuple(values * 3 if len(values) == 1 else values)
-
-    try:
-        source = ModelSource(
-            name=name,
-            weights=None if "weights" not in entry else reader.file(entry["weights"], f"{key}.weights"),
-            num_classes=optional_integer("num_classes", 0),
-            random_init=reader.boolean(entry.get("random_init", False), f"{key}.random_init"),
-        )
-        preprocessing = Preprocessing(
-            optional_integer("input_size", 0), optional_integer("resize_size", 0), channels("mean"), channels("std")
-        )
-    except UserError as error:  # a SettingError names its field as {field}: here, the model's key
-        message = error.render(lambda name: f"{key}.{name}") if isinstance(error, SettingError) else str(error)
-        raise reader.fail("", message) from None
-    if source.weights is not None and source.random_init:
-        raise reader.fail(f"{key}.random_init", "contradicts weights: choose one")
-    return source, preprocessing
 
 
 # The records whose fields a sweep may set: PruneConfig's, and those of its two nested records.
