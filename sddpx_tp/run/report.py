@@ -17,6 +17,7 @@ from sddpx_tp.metrics import auc_lowest_class, normalized_auc
 from sddpx_tp.pruning.accuracy_target import JUDGES, AccuracyTarget, judge_of, recommended_record, target_lost
 from sddpx_tp.pruning.session import StepRecord
 from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.text import markdown_text, plot_text
 
 
 def _aucs(trajectory: list[StepRecord], source: str) -> dict[str, float] | None:
@@ -139,7 +140,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     repairs = settings["config"].get("repair") or []
     repaired = f", repaired by {' + '.join(repairs)}" if repairs else ", no repair"
     lines = [
-        f"# sddpx-tp pruning report: {settings['model']['name']}",
+        f"# sddpx-tp pruning report: {markdown_text(settings['model']['name'])}",
         "",
         f"Method **{settings['config']['method']}** (channels ranked by {criterion}{repaired}), classes: "
         f"{', '.join(class_labels)}, {last['step']} accepted steps in {last['seconds']:.0f} s "
@@ -328,7 +329,7 @@ def refresh_run_report(run: RunDirectory) -> None:
         if path.is_file():
             report[key] = json.loads(path.read_text())
     write_json(run.report_json, report)
-    labels = [str(entry["label"]) for entry in report["classes"]]
+    labels = [markdown_text(entry["label"]) for entry in report["classes"]]
     write_text(run.report_md, render_markdown(report, labels, run.accuracy_plot.name))
 
 
@@ -341,7 +342,12 @@ def write_report(
 ) -> dict[str, Any]:
     report = build_report(trajectory, settings, classes, notes)
     labels = [str(entry["label"]) for entry in classes]
-    plot_accuracy(trajectory, labels, run.accuracy_plot)
+    try:
+        plot_accuracy(trajectory, [plot_text(label) for label in labels], run.accuracy_plot)
+    except Exception as error:  # a picture must never lose the pruning that came before it
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        report["notes"].append(f"The accuracy plot could not be drawn ({reason}); the figures above are complete.")
     write_json(run.report_json, report)
-    write_text(run.report_md, render_markdown(report, labels, run.accuracy_plot.name))
+    write_text(run.report_md, render_markdown(report, [markdown_text(label) for label in labels],
+                                              run.accuracy_plot.name))  # fmt: skip
     return report

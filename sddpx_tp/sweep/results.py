@@ -29,6 +29,7 @@ from sddpx_tp.files import atomic_write, write_json, write_text
 from sddpx_tp.metrics import highest_rate_kept
 from sddpx_tp.run.folder import RunDirectory
 from sddpx_tp.sweep.grid import Cell, shown_value
+from sddpx_tp.text import markdown_text, plot_text
 
 RESULT_FILES = ("results.json", "results.csv", "results.md", "accuracy.png", "auc.png")
 METRICS = ("auc", "auc_lowest_class", "kept_to", "seconds", "relevance_passes", "evaluations")
@@ -179,7 +180,8 @@ def _number(value: Any, metric: str) -> str:
 
 
 def _cell_text(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A name in a table cell as written (sddpx_tp.text); the figures, which are ours, stay readable."""
+    return markdown_text(text)
 
 
 def render_markdown(document: dict[str, Any]) -> str:
@@ -211,7 +213,7 @@ def render_markdown(document: dict[str, Any]) -> str:
             )
         lines.append(
             "| "
-            + " | ".join(_cell_text(item) for item in [entry["model"], *(entry[a] for a in axes), cells, *values])
+            + " | ".join([*(_cell_text(item) for item in [entry["model"], *(entry[a] for a in axes)]), cells, *values])
             + " |"
         )
     header = ["cell", "classes", "status", *(HEADINGS[metric] for metric in METRICS)]
@@ -219,8 +221,8 @@ def render_markdown(document: dict[str, Any]) -> str:
     for row in document["cells"]:
         status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
         status += " (on references)" if row["auc_on"] == "references" else ""
-        items = [row["cell"], ", ".join(row["classes"]), status, *(_number(row[metric], metric) for metric in METRICS)]
-        lines.append("| " + " | ".join(_cell_text(item) for item in items) + " |")
+        names = [_cell_text(item) for item in (row["cell"], ", ".join(row["classes"]), status)]
+        lines.append("| " + " | ".join([*names, *(_number(row[metric], metric) for metric in METRICS)]) + " |")
     return "\n".join(
         [*lines, "", "![accuracy against filter rate](accuracy.png)", "", "![AUC per method](auc.png)", ""]
     )
@@ -231,7 +233,7 @@ def _label(key: tuple[str, ...], axes: list[str], models: int) -> str:
         value if axis == "method" else f"{axis.rpartition('.')[2]} {value}"
         for axis, value in zip(axes, key[1:], strict=True)
     ]
-    return ", ".join(parts)
+    return plot_text(", ".join(parts))
 
 
 def _save(figure: Any, path: Path) -> None:
