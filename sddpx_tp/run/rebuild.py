@@ -23,10 +23,15 @@ from sddpx_tp.pruning.head import load_head, with_head
 from sddpx_tp.run.settings import ModelSource, Preprocessing, ResolvedInput, RunSettings
 
 
-def source_model(source: ModelSource) -> tuple[nn.Module, ModelSpec]:
-    """The unpruned model as the run started from it, and its preprocessing."""
+def source_model(source: ModelSource, seed: int = 0) -> tuple[nn.Module, ModelSpec]:
+    """The unpruned model as the run started from it, and its preprocessing. Random weights (``random_init``)
+    are drawn from ``seed`` (the run's), so that export rebuilds the very network the run pruned."""
     weights = None if source.weights is None else Path(source.weights)
-    return create_model(source.name, weights, source.num_classes, source.random_init)
+    if not source.random_init:
+        return create_model(source.name, weights, source.num_classes, source.random_init)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        return create_model(source.name, weights, source.num_classes, source.random_init)
 
 
 def confirm_model_file(settings: RunSettings, named: Path | str | None, run: Path) -> None:
@@ -59,6 +64,12 @@ def with_overrides(spec: ModelSpec, preprocessing: Preprocessing, labels: str | 
         changes["input_size"] = preprocessing.input_size
         changes["resize_size"] = preprocessing.resize_size or round(preprocessing.input_size * 256 / 224)
     elif preprocessing.resize_size:
+        if preprocessing.resize_size < spec.input_size:  # the same check as for both given (settings.Preprocessing)
+            raise SettingError(
+                f"{{resize_size}} {preprocessing.resize_size} is smaller than the model's input size "
+                f"{spec.input_size}: the crop would pad the image with black; give {{input_size}} too, or a resize "
+                f"size >= {spec.input_size}"
+            )
         changes["resize_size"] = preprocessing.resize_size
     if preprocessing.mean is not None:
         changes["mean"] = preprocessing.mean
@@ -131,7 +142,7 @@ def restricted_architecture(settings: RunSettings) -> nn.Module:
 def baseline_model(settings: RunSettings, head: Path | None = None) -> nn.Module:
     """The run's unpruned model, restricted to the same classes (or with the head fitted for them, read
     from ``head``): the fair comparison."""
-    model = source_model(settings.model)[0]
+    model = source_model(settings.model, settings.config.seed)[0]
     if settings.config.head.mode == "fit":
         if head is None or not head.is_file():
             raise RunFolderError(f"the run's fitted head {head} is missing: the unpruned model cannot be rebuilt")

@@ -56,7 +56,7 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
     """Build the model and read every image folder; unreadable images are skipped, each with a warning
     (``warn(message)``, or a Python warning). The pruning settings are checked once, by
     :func:`~sddpx_tp.api.prepare`, with the images and the model."""
-    model, spec = source_model(settings.model)
+    model, spec = source_model(settings.model, settings.config.seed)
     spec = with_overrides(spec, settings.preprocessing, settings.images.labels)
     folders = settings.images
     outputs, seed = count_outputs(model, spec), settings.config.seed
