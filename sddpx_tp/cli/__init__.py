@@ -18,6 +18,7 @@ import click
 from sddpx_tp import __version__
 from sddpx_tp.cli.flags import flag
 from sddpx_tp.errors import Interrupted, SettingError, UserError
+from sddpx_tp.files import file_system_problem
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -60,6 +61,12 @@ class _OneLineErrors(click.Group):
             )
             click.echo(f"sddpx-tp: interrupted: the run in {stop.run} {where}", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except (OSError, RuntimeError) as error:
+            problem = file_system_problem(error)
+            if problem is None:
+                raise
+            click.echo(f"sddpx-tp: error: {problem}", err=True)
+            sys.exit(EXIT_USAGE)
         except (KeyboardInterrupt, click.exceptions.Abort):
             click.echo("sddpx-tp: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -120,6 +120,9 @@ def read_config(path: Path | str, trusted_models: Collection[Path] = ()) -> Swee
         raise ConfigError(f"cannot read sweep config {path}: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"sweep config {path} is not valid TOML: {str(error).splitlines()[0]}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(f"sweep config {path} nests arrays or tables too deeply to read; a sweep config "
+                          "needs at most a few levels") from None  # fmt: skip
     reader = ConfigReader(path)
     reader.only(document, SECTIONS, "")
     for required in ("data", "classes", "models"):
