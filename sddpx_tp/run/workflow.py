@@ -69,6 +69,14 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
                                  folder_labels=settings.config.head.mode == "fit")  # fmt: skip
 
     references = read(folders.references, "reference", list(folders.class_folders or []) or None, folders.per_class)
+    if settings.config.head.mode == "fit":  # checked here, where the classes have their folders' names
+        for folder, label in zip(references.folders, references.classes, strict=True):
+            count = int((references.labels == label).sum())
+            if count < 2:
+                raise SettingError(
+                    f"{{head}} fit needs at least 2 reference images of every class to fit and check the head; "
+                    f"the class folder {literal(repr(folder))} has {count}: add images, or leave out {{head}} fit"
+                )
     evaluation = None if folders.evaluation is None else read(folders.evaluation, "evaluation", references.folders)
     training = None if folders.training is None else read(folders.training, "training", references.folders)
     inputs = RunInputs(model, spec, references, evaluation, training)
