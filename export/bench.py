@@ -11,6 +11,7 @@ provider onnxruntime knows can be asked for (``cpu``, ``cuda``, ``CUDAExecutionP
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,26 @@ def onnx_input_shape(path: Path) -> tuple[int, int, int]:
     return int(shape[1]), int(shape[2]), int(shape[3])
 
 
+def _free_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_input_memory(path: Path, shape: tuple[int, int, int], batch: int) -> None:
+    """Refuse, before allocating it, an input that would not fit in half the free memory (a model file can
+    declare any input size; the activations need more still)."""
+    needed = 4 * batch * shape[0] * shape[1] * shape[2]
+    free = _free_memory()
+    if free is not None and needed > free // 2:
+        raise UserError(
+            f"{path} takes inputs of {list(shape)}: one batch of {batch} needs {needed / 2**30:.1f} GiB before the "
+            f"model runs, and {free / 2**30:.1f} GiB are free; use a smaller batch or a model with a smaller input"
+        )
+
+
 def _session(path: Path, provider: str, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -129,6 +150,7 @@ def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict
     if len(set(shapes.values())) > 1:
         raise UserError(f"the models take different inputs and cannot be compared: {shapes}")
     channels, height, width = next(iter(shapes.values()))
+    _check_input_memory(next(iter(models.values())), (channels, height, width), max(settings.batch_sizes))
     rows = []
     for provider in check_providers(settings.providers):
         for threads in settings.threads:

@@ -57,3 +57,32 @@ def test_a_writer_that_fails_like_torch_on_a_full_disk_leaves_nothing_and_says_s
         "--resume)"
     )
     assert file_system_problem(ValueError("not ours")) is None
+
+
+def test_an_unwritable_cache_is_refused_before_the_source_model_is_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("SDDPX_CACHE", str(tmp_path / "a-file"))
+    line = _one_line(["demo", "--fast", "--out", str(tmp_path / "demo")])
+    assert line == (
+        f"sddpx-tp: error: cannot cache the trained source model in {tmp_path / 'a-file'} (File exists); "
+        "set SDDPX_CACHE to a folder you can write"
+    )
+    assert not (tmp_path / "demo").exists()
+
+
+def test_bench_refuses_an_input_that_cannot_fit_in_memory_before_allocating_it(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"])],
+        "huge-input",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 60000, 60000])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3, 1, 1])],
+    )
+    model = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    line = _one_line(["bench", str(model), "--batch", "1", "--threads", "1", "--no-memory"])
+    assert f"{model} takes inputs of [3, 60000, 60000]: one batch of 1 needs 40.2 GiB" in line

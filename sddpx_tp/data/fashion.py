@@ -22,6 +22,7 @@ import gzip
 import math
 import os
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2, resnet18
 from tqdm.auto import tqdm
 
+from sddpx_tp.errors import UserError
 from sddpx_tp.files import atomic_write
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -262,9 +264,23 @@ def cached_source_model(cache: Path, **training: object) -> nn.Module:
     if cache.exists():
         model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
         return model.eval()
+    check_cache_folder(cache.parent)  # before minutes of training, not after
     model = train_source_model(**training)  # type: ignore[arg-type]
     atomic_write(cache, lambda temporary: torch.save(model.state_dict(), temporary))
     return model
+
+
+def check_cache_folder(folder: Path) -> None:
+    """Refuse, in one line, a cache folder that cannot be made or written (``$SDDPX_CACHE`` naming a file, say)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sddpx-writable-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(
+            f"cannot cache the trained source model in {folder} ({reason}); set SDDPX_CACHE to a folder you can write"
+        ) from None
 
 
 def class_subset(

@@ -27,6 +27,7 @@ from sddpx_tp.data.fashion import (
     CLASS_NAMES,
     DatasetMissingError,
     cached_source_model,
+    check_cache_folder,
     class_subset,
     default_cache_dir,
     load_split,
@@ -146,6 +147,7 @@ def _source_model(cache_dir: Path | None, fast: bool) -> Path:
     """The default scenario's Fashion-MNIST ResNet-18 weights file, trained once and cached."""
     cache = (cache_dir or default_cache_dir()) / ("fashion_resnet18_fast.pt" if fast else "fashion_resnet18_32px.pt")
     if not cache.exists():
+        check_cache_folder(cache.parent)  # refused before the word "training"
         print(f"training the source model once (cached at {cache})", file=sys.stderr)
     cached_source_model(cache, **({"epochs": 1, "limit": 2048} if fast else {}))
     return cache
