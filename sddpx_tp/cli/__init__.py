@@ -8,7 +8,9 @@ command line's flags; an interrupt exits with 130 and says how to resume.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,32 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: An
     return f"sddpx-tp: warning: {message}\n"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the path Ctrl-C takes: checkpoints kept, workers stopped, one line, exit 130
+
+
+def _stop_on_termination() -> dict[int, Any]:
+    """SIGTERM (timeout, a CI runner, systemd) and SIGHUP (a closed terminal) end a command as Ctrl-C does, so
+    that a sweep's worker processes stop with it and every run can be resumed. Returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        return {}
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    return {number: signal.signal(number, _interrupt) for number in numbers}
+
+
 class _OneLineErrors(click.Group):
     def main(  # type: ignore[override]
         self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **kwargs: Any
     ) -> Any:
         warnings.formatwarning = _one_line_warning
+        replaced = _stop_on_termination()
         kwargs["standalone_mode"] = False  # errors come back here, to be printed as one line
         try:
-            result = super().main(args, prog_name, complete_var, **kwargs)
+            try:
+                result = super().main(args, prog_name, complete_var, **kwargs)
+            finally:  # the caller's own handlers again (a test runner, a program that calls main)
+                for number, handler in replaced.items():
+                    signal.signal(number, handler)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.NoArgsIsHelpError as bare:  # `sddpx-tp` alone: the help, not an "error: Usage"
