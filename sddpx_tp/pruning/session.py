@@ -151,7 +151,9 @@ class PruningSession:
         self.example_input = references[0][:1]
         self.on_accept = on_accept
         self.models: list[nn.Module] = []
-        self._bar = tqdm(total=round(max_rate * 100), unit="%", desc="filter rate", disable=not progress, leave=False)
+        # "filter rate 5 % of 10 %", not tqdm's own percentage of the bar (which read "50%" at filter rate 0.05).
+        self._bar = tqdm(total=round(max_rate * 100), desc="filter rate", disable=not progress, leave=False,
+                         bar_format="{desc} {n} % of {total} %|{bar}| [{elapsed}<{remaining}{postfix}]")  # fmt: skip
         if resume is None:
             self.original = measure_size(model.model, self.example_input)
             self.relevance_passes = 0

@@ -1,0 +1,39 @@
+"""The generated tables of issue 31's speed benchmarks, each rendered by its own script's ``table``:
+``ship_speed.py`` (what the tool ships against the unpruned model in int8) and ``blocks.py`` (depth before width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import blocks
+import ship_speed
+from results_kinds import Renders, load
+
+
+@dataclass(frozen=True)
+class ShipSpeed:
+    """``ship_speed.py``: per task, the file to ship, its speed and size against unpruned fp32 and int8."""
+
+    source: str
+
+    def render(self, results: Path) -> str:
+        return ship_speed.table(load(results, self.source)) + "\n"
+
+
+@dataclass(frozen=True)
+class BlocksComparison:
+    """``blocks.py``: per variant, the target kept on the check images and the measured speedup."""
+
+    source: str
+
+    def render(self, results: Path) -> str:
+        return blocks.table(load(results, self.source)) + "\n"
+
+
+SPEED_TABLES: dict[str, Renders] = {
+    # ship-speed.md
+    "ship_speed_lite0": ShipSpeed("results/ship_speed_lite0.json"),
+    "blocks_resnet18": BlocksComparison("results/blocks_resnet18.json"),
+}
