@@ -86,3 +86,26 @@ def test_bench_refuses_an_input_that_cannot_fit_in_memory_before_allocating_it(t
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
     line = _one_line(["bench", str(model), "--batch", "1", "--threads", "1", "--no-memory"])
     assert f"{model} takes inputs of [3, 60000, 60000]: one batch of 1 needs 40.2 GiB" in line
+
+
+def test_bench_says_which_asked_provider_it_timed_without(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"])],
+        "small",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3, 1, 1])],
+    )
+    model = tmp_path / "small.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    result = CliRunner().invoke(main, ["bench", str(model), "--batch", "1", "--threads", "1", "--runs", "3",
+                                       "--no-memory", "--provider", "cpu", "--provider", "cuda"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    note = "sddpx-tp: note: cuda not available in this onnxruntime: timed without it"
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert note not in result.stderr
+    else:
+        assert note in result.stderr.splitlines()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table
+from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table, skipped_providers
 from sddpx_tp.run.export import bench_files, bench_run
 from sddpx_tp.run.folder import RunDirectory
 
@@ -39,6 +39,10 @@ from sddpx_tp.run.folder import RunDirectory
 def bench_command(target: Path, **options: Any) -> None:
     """Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."""
     check_providers(options["providers"])  # unknown names fail here, before any work
+    absent = skipped_providers(options["providers"])
+    if absent:  # said, not silently left out (the default asks for cpu and cuda)
+        click.echo(f"sddpx-tp: note: {', '.join(absent)} not available in this onnxruntime: timed without it",
+                   err=True)  # fmt: skip
     settings = BenchSettings(
         options["batches"],
         options["threads"],
