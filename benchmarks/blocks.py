@@ -10,15 +10,17 @@ and the other 800 check images are seen by nothing), pruned to filter rate 0.9 b
 line's default with blocks off and on (``--blocks``, at each ``--floors`` value). For each, the
 recommended step (the noise-aware rule on the judging images) is judged on the check images and
 timed at 224 px (the layers do not depend on the input size) in ONNX Runtime CPU, batch 1, 1 thread,
-interleaved with the unpruned model (:class:`sddpx_tp.export.latency.SpeedProbe`, ``--runs`` runs
-each). The target is kept when the check images' mean per-class accuracy is at least 0.95 of the
-unpruned model's and every class at least 0.9 of its own. Resumable per task and variant.
+interleaved with the unpruned model in fp32 and in int8 (what a user gets without pruning: static
+QDQ, per-channel, calibrated on the references upsampled), ``--runs`` runs each. The target is kept
+when the check images' mean per-class accuracy is at least 0.95 of the unpruned model's and every
+class at least 0.9 of its own. Resumable per task and variant.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ from step_rule import correct, per_class, source_model, split_test_images, task_
 
 from sddpx_tp.api import prune
 from sddpx_tp.data.fashion import class_subset, load_split
-from sddpx_tp.export.latency import SpeedProbe
+from sddpx_tp.export.bench import BenchSettings, bench_onnx
+from sddpx_tp.export.onnx import export_onnx
+from sddpx_tp.export.quantize import quantize_int8
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models.blocks import skipped_blocks
 from sddpx_tp.pruning.accuracy_target import recommended_record
@@ -46,6 +50,21 @@ def variants(floors: list[float]) -> dict[str, PruneConfig]:
     return found
 
 
+def _time_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int
+                 ) -> dict[str, float]:  # fmt: skip
+    """Median batch-1 latency (ms, 1 thread) of the unpruned model in fp32 and int8 (what a user gets without
+    pruning: static QDQ, per-channel, calibrated on the references) and the pruned one in fp32, interleaved."""
+    with tempfile.TemporaryDirectory(prefix="sddpx-blocks-") as scratch:
+        folder = Path(scratch)
+        files = {"unpruned fp32": folder / "unpruned.onnx", "unpruned int8": folder / "unpruned.int8.onnx",
+                 "pruned fp32": folder / "pruned.onnx"}  # fmt: skip
+        export_onnx(unpruned, images, files["unpruned fp32"], images[:8])
+        quantize_int8(files["unpruned fp32"], files["unpruned int8"], images, force=True)
+        export_onnx(pruned, images, files["pruned fp32"], images[:8])
+        settings = BenchSettings(batch_sizes=(1,), threads=(1,), warmup=10, runs=runs, memory=False)
+        return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}
+
+
 def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig, runs: int) -> dict[str, Any]:
     classes, prepare = task_of(SOURCE, seed)
     train_images, train_labels = load_split("train")
@@ -59,9 +78,8 @@ def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig,
     positions = torch.tensor([position[int(label)] for label in check[1]])
     check_accuracy = [per_class(correct(step, check[0], positions), positions, len(classes))
                       for step in (result.models[0], result.models[chosen])]  # fmt: skip
-    large = F.interpolate(references[0][:1], size=(224, 224), mode="bilinear", align_corners=False)
-    with SpeedProbe(result.models[0], large, threads=1, runs=runs) as probe:
-        speedup = probe(result.models[chosen])
+    large = F.interpolate(references[0], size=(224, 224), mode="bilinear", align_corners=False)
+    latency = _time_at_224(result.models[0], result.models[chosen], large, runs)
     record = result.trajectory[chosen]
     return {
         "seed": seed,
@@ -76,7 +94,9 @@ def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig,
         },
         "blocks_removed": skipped_blocks(result.models[chosen]),
         "macs_ratio_224": count_macs(result.models[chosen], large) / count_macs(result.models[0], large),
-        "speedup_224": speedup,
+        "speedup_224": latency["unpruned fp32"] / latency["pruned fp32"],
+        "speedup_over_int8_224": latency["unpruned int8"] / latency["pruned fp32"],
+        "latency_ms_224": latency,
         "check_accuracy": {"unpruned": check_accuracy[0], "recommended": check_accuracy[1]},
         "kept_on_check": keeps_target(check_accuracy[1], check_accuracy[0]),
         "seconds": result.trajectory[-1].seconds,
@@ -85,16 +105,19 @@ def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig,
 
 
 def table(document: dict[str, Any]) -> str:
-    lines = ["| variant | tasks | target kept on check | speedup at 224 px (median, per task) | MACs x at 224 px "
-             "(median) | blocks removed (median) | s (median) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| variant | tasks | target kept on check | x faster than unpruned fp32 (median; per task) | x faster "
+             "than unpruned int8 (median; per task) | MACs x at 224 px (median) | blocks removed (median) | "
+             "s (median) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     labels = list(dict.fromkeys(run["label"] for run in document["runs"]))
     for label in labels:
         runs = sorted((run for run in document["runs"] if run["label"] == label), key=lambda run: run["seed"])
-        speedups = [run["speedup_224"] for run in runs]
+        cells = []
+        for key in ("speedup_224", "speedup_over_int8_224"):
+            values = [run[key] for run in runs]
+            cells.append(f"{statistics.median(values):.2f} ({', '.join(f'{value:.2f}' for value in values)})")
         lines.append(
-            f"| {label} | {len(runs)} | {sum(run['kept_on_check'] for run in runs)}/{len(runs)} | "
-            f"{statistics.median(speedups):.2f} ({', '.join(f'{value:.2f}' for value in speedups)}) | "
-            f"{statistics.median(run['macs_ratio_224'] for run in runs):.3f} | "
+            f"| {label} | {len(runs)} | {sum(run['kept_on_check'] for run in runs)}/{len(runs)} | {cells[0]} | "
+            f"{cells[1]} | {statistics.median(run['macs_ratio_224'] for run in runs):.3f} | "
             f"{statistics.median(len(run['blocks_removed']) for run in runs):g} | "
             f"{statistics.median(run['seconds'] for run in runs):.0f} |"
         )

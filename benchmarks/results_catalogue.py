@@ -43,6 +43,7 @@ from results_kinds import (
     split,
     spread,
 )
+from results_kinds_speed import SPEED_TABLES
 
 # The study's reference counts and classes per task: the 30-reference, 2-class runs are the main run.
 STUDY_REFERENCES = (
@@ -392,4 +393,5 @@ TABLES: dict[str, Renders] = {
     ),
     # speed.md
     "export_speed": ExportSpeed("results/export_speed.json"),
+    **SPEED_TABLES,  # ship-speed.md (results_kinds_speed.py)
 }
