@@ -72,35 +72,31 @@ def test_an_unwritable_cache_is_refused_before_the_source_model_is_trained(
     assert not (tmp_path / "demo").exists()
 
 
-def test_bench_refuses_an_input_that_cannot_fit_in_memory_before_allocating_it(tmp_path: Path) -> None:
+def _pooling_model(path: Path, size: int) -> Path:
+    """An ONNX model that takes [batch, 3, size, size] images (one global average pool), written to ``path``."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("GlobalAveragePool", ["images"], ["pooled"])],
-        "huge-input",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 60000, 60000])],
+        "pooling",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
         [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3, 1, 1])],
     )
-    model = tmp_path / "huge.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_bench_refuses_an_input_that_cannot_fit_in_memory_before_allocating_it(tmp_path: Path) -> None:
+    model = _pooling_model(tmp_path / "huge.onnx", 60000)
     line = _one_line(["bench", str(model), "--batch", "1", "--threads", "1", "--no-memory"])
     assert f"{model} takes inputs of [3, 60000, 60000]: one batch of 1 needs 40.2 GiB" in line
 
 
 def test_bench_says_which_asked_provider_it_timed_without(tmp_path: Path) -> None:
-    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"])],
-        "small",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3, 1, 1])],
-    )
-    model = tmp_path / "small.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    model = _pooling_model(tmp_path / "small.onnx", 8)
     result = CliRunner().invoke(main, ["bench", str(model), "--batch", "1", "--threads", "1", "--runs", "3",
                                        "--no-memory", "--provider", "cpu", "--provider", "cuda"])  # fmt: skip
     assert result.exit_code == 0, result.stderr
