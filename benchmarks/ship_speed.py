@@ -3,6 +3,7 @@
     python benchmarks/ship_speed.py --seeds 5 6 7 8 9 --no-time --out results/ship_speed_lite0.json
     python benchmarks/ship_speed.py --seeds 5 6 7 8 9 --out results/ship_speed_lite0.json  # times them
     python benchmarks/ship_speed.py --out results/ship_speed_lite0.json --table
+    python benchmarks/ship_speed.py --blocks --seeds 5 6 7 8 9 --out results/ship_speed_lite0_blocks.json
 
 The new user of issue 31: an ImageNet EfficientNet-Lite0 (real weights), two Fashion-MNIST
 classes at 224 px per task seed (the tasks of ``results/transfer.json``), 30 references a class,
@@ -38,6 +39,7 @@ from sddpx_tp.environment import environment
 from sddpx_tp.export.bench import BenchSettings, bench_onnx, model_facts
 from sddpx_tp.export.onnx import export_onnx
 from sddpx_tp.export.quantize import onnx_class_accuracy, quantize_int8
+from sddpx_tp.models.blocks import skipped_blocks
 from sddpx_tp.pruning.accuracy_target import recommended_record
 from sddpx_tp.pruning.config import PruneConfig
 
@@ -51,14 +53,14 @@ def keeps_target(accuracy: list[float], unpruned: list[float]) -> bool:
     return mean_kept and all(mine >= CLASS_KEPT * theirs for mine, theirs in zip(accuracy, unpruned, strict=True))
 
 
-def run_task(model: torch.nn.Module, source: str, seed: int, work: Path) -> dict[str, Any]:
+def run_task(model: torch.nn.Module, source: str, seed: int, work: Path, blocks: bool = False) -> dict[str, Any]:
     """Prune one task, export and quantize its unpruned and recommended models, judge them on the check images."""
     classes, prepare = task_of(source, seed)
     train_images, train_labels = load_split("train")
     raw = class_subset(train_images, train_labels, classes, 30, seed)
     references = (prepare(raw[0]), raw[1])
     judging, check = split_test_images(classes, seed, prepare)
-    config = PruneConfig.recommended(head="fit", max_rate=0.9, seed=seed)
+    config = PruneConfig.recommended(head="fit", max_rate=0.9, seed=seed, blocks=blocks)
     result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False)
     chosen = recommended_record(result.trajectory, config.accuracy_target)
     first_miss = recommended_record(result.trajectory, config.replace(target_confidence=0.0).accuracy_target)
@@ -84,6 +86,8 @@ def run_task(model: torch.nn.Module, source: str, seed: int, work: Path) -> dict
             "params_ratio": record.params_ratio,
             "judging_accuracy": record.eval_accuracy,
         },
+        "config": config.to_dict(),
+        "blocks_removed": skipped_blocks(result.models[chosen]),
         "first_miss": {"index": first_miss, "filter_rate": miss.filter_rate, "macs_ratio": miss.macs_ratio},
         "check_accuracy": check_accuracy,
         "kept_on_check": {
@@ -151,6 +155,7 @@ def table(document: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=list(SOURCES), default="efficientnet-lite0")
+    parser.add_argument("--blocks", action="store_true", help="prune with --blocks (whole blocks first)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
     parser.add_argument("--runs", type=int, default=200, help="timed runs per file at batch 1")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
@@ -174,7 +179,9 @@ def main() -> None:
     for seed in args.seeds:
         if seed in done:
             continue
-        document["runs"].append(run_task(model, args.source, seed, work))
+        document["runs"].append(
+            run_task(model, args.source, seed, work / ("blocks" if args.blocks else ""), args.blocks)
+        )
         write_results(args.out, document, source=args.source)
         print(f"seed {seed}: pruned and judged", flush=True)
     for run in document["runs"]:
