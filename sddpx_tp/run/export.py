@@ -41,6 +41,7 @@ from sddpx_tp.files import atomic_write, write_json
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models.classifier import check_finite
 from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.owned_folder import file_locks
 from sddpx_tp.run.quantize import (
     DEFAULT_MAX_ACCURACY_DROP,
     check_quantize_options,
@@ -155,9 +156,10 @@ def export_run(
     quantized = quantized_target(target, quantize) if quantize else None
     # With int8, the unpruned model quantized the same way: the baseline a user has without pruning.
     baseline_quantized = quantized_target(targets[1], quantize) if quantize == "int8" and baseline else None
-    for path in targets + [file for file in (quantized, baseline_quantized) if file is not None]:
-        _check_target(path, force)
-    with run.folder.lock():
+    written = targets + [file for file in (quantized, baseline_quantized) if file is not None]
+    with run.folder.lock(), file_locks(written):  # checked under the locks: no other export writes them meanwhile
+        for path in written:
+            _check_target(path, force)
         images = reference_images(settings)
         models = {target: pruned_model(settings, step_file)}
         if baseline:

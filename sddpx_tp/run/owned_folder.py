@@ -45,6 +45,25 @@ def _try_lock(handle: IO[bytes]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def file_locks(paths: list[Path]) -> Iterator[None]:
+    """Hold a lock on each file about to be written (``.NAME.lock`` beside it, removed afterwards), so that two
+    processes never write the same file at once (two exports to one ``--onnx`` path): raise at once if one is held."""
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            lock = path.with_name(f".{path.name}.lock")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle = stack.enter_context(open(lock, "ab"))
+            except OSError as error:
+                raise RunFolderError(f"cannot write next to {path}: {error.strerror}") from None
+            if not _try_lock(handle):
+                raise RunFolderError(f"{path} is being written by another sddpx-tp process; wait for it to finish, "
+                                     "or choose another file")  # fmt: skip
+            stack.callback(lock.unlink, missing_ok=True)  # before the handle closes: then the lock is released
+        yield
+
+
 @dataclass(frozen=True)
 class OwnedFolder:
     """A folder sddpx-tp writes; ``entries`` are the names it writes there (what ``force`` may replace)."""
