@@ -160,9 +160,17 @@ def check_labels(names: Sequence[str], num_outputs: int, path: Path) -> None:
 
 
 def resolve_class(folder: str, spec: ModelSpec, num_outputs: int) -> int:
-    """The model output index a class folder stands for."""
+    """The model output index a class folder stands for, by the first rule that applies: digits are an output
+    index; a WordNet ID an ImageNet class; a class name written exactly as in the names; a class name with
+    ``_`` for spaces, in any case. A folder two rules read differently is refused as ambiguous."""
     if _OUTPUT_INDEX.fullmatch(folder):
         index = int(folder)
+        named = [at for at, name in enumerate(spec.class_names or []) if name == folder]
+        if named and named != [index]:  # a labels file whose line 7 is "3"
+            raise UserError(
+                f"class folder {folder!r} is ambiguous: output index {index}, or the class named {folder!r} "
+                f"(output {named[0]}); rename the folder to {named[0]} for that class"
+            )
         if index >= num_outputs:
             raise UserError(f"class folder {folder!r} is output index {index}, but the model has {num_outputs} outputs")
         return index
@@ -180,8 +188,11 @@ def resolve_class(folder: str, spec: ModelSpec, num_outputs: int) -> int:
             f"class folder {literal(repr(folder))} is a name, but the model has no class names: "
             "name folders by output index or give a class names file ({labels})"
         )
+    exact = [index for index, name in enumerate(spec.class_names) if name == folder]
+    if len(exact) == 1:  # written exactly as a class name: "tabby_cat" is the class "tabby_cat", not "tabby cat"
+        return exact[0]
     wanted = folder.replace("_", " ").lower()
-    matches = [index for index, name in enumerate(spec.class_names) if name.lower() == wanted]
+    matches = [index for index, name in enumerate(spec.class_names) if name.replace("_", " ").lower() == wanted]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
