@@ -59,8 +59,11 @@ def test_classes_resolve_by_index_wordnet_id_and_name() -> None:
     assert resolve_class("n01440764", imagenet, 1000) == 0
     assert resolve_class("Tabby", imagenet, 1000) == 281
     assert resolve_class("tiger_cat", imagenet, 1000) == 282
+    # Two classes read "cardigan" (the dog, 264, and the sweater, 474): an exact spelling names one (issue 34),
+    # any other spelling is ambiguous.
+    assert (resolve_class("Cardigan", imagenet, 1000), resolve_class("cardigan", imagenet, 1000)) == (264, 474)
     with pytest.raises(UserError, match="ambiguous"):
-        resolve_class("cardigan", imagenet, 1000)
+        resolve_class("CARDIGAN", imagenet, 1000)
     with pytest.raises(UserError, match="1000 outputs"):
         resolve_class("1000", imagenet, 1000)
     with pytest.raises(UserError, match="no class names"):
