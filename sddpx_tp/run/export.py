@@ -269,19 +269,11 @@ def bench_run(
 
     ``model_file``: as for :func:`export_run` (needed with ``with_torch`` for a run pruned from a model file)."""
     run_settings = run.finished_settings()
-    if not run.onnx.is_file():
+    models = _exported_files(run)
+    if "pruned" not in models:
         raise RunFolderError(f"run {run.path} has no {run.onnx.name}: export it first")
     if with_torch:
         confirm_model_file(run_settings, model_file, run.path)
-    models = {"pruned": run.onnx}
-    if run.baseline_onnx.is_file():
-        models["baseline"] = run.baseline_onnx
-    if run.int8_onnx.is_file():  # unpruned fp32, pruned fp32 and pruned int8 in one interleaved run
-        models["int8"] = run.int8_onnx
-    if run.baseline_int8_onnx.is_file():  # what a user gets without pruning: the unpruned model in int8
-        models["baseline_int8"] = run.baseline_int8_onnx
-    if run.fp16_onnx.is_file():
-        models["fp16"] = run.fp16_onnx
     with run.folder.lock():
         torch_models = None
         if with_torch:
@@ -292,6 +284,23 @@ def bench_run(
         write_json(run.bench_json, result)
         refresh_run_report(run)
     return result
+
+
+def _exported_files(run: RunDirectory) -> dict[str, Path]:
+    """The ONNX files of the run's last export, wherever ``--onnx`` put them (``export.json``), else the default
+    names: pruned fp32, the unpruned model, pruned int8, the unpruned model in int8 (what a user gets without
+    pruning) and fp16, for one interleaved run."""
+    recorded = json.loads(run.export_json.read_text()) if run.export_json.is_file() else {}
+    defaults = {"pruned": ("model", run.onnx), "baseline": ("baseline", run.baseline_onnx),
+                "int8": ("int8", run.int8_onnx), "baseline_int8": ("baseline_int8", run.baseline_int8_onnx),
+                "fp16": ("fp16", run.fp16_onnx)}  # fmt: skip
+    found = {}
+    for label, (key, default) in defaults.items():
+        entry = recorded.get(key)
+        path = Path(entry["path"]) if isinstance(entry, dict) and isinstance(entry.get("path"), str) else default
+        if path.is_file():
+            found[label] = path
+    return found
 
 
 def _exported_model_file(run: RunDirectory) -> Path:
