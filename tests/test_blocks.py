@@ -115,3 +115,14 @@ def test_blocks_through_the_command_line_export_and_report(data: dict[str, Path]
     rebuilt = load_pruned(run / "model.pt", models.resnet18(num_classes=10))
     assert removed and sorted(skipped_blocks(rebuilt)) == sorted(removed)
     assert "Removed whole: " + ", ".join(removed) in (run / "report.md").read_text()
+
+
+def test_relevance_flows_through_a_removed_block_of_efficientnet_lite0() -> None:
+    from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
+
+    model = _model("efficientnet-lite0")
+    skip_block(model, "_blocks.2")  # its BatchNorms are gone: the canonizers must not look for them
+    images, labels = torch.rand(2, 3, 64, 64), torch.tensor([1, 2])
+    relevance = filter_relevance(model, (images, labels), RelevanceConfig())
+    assert "_blocks.2._depthwise_conv" not in relevance and "_blocks.3._depthwise_conv" in relevance
+    assert all(torch.isfinite(values).all() for values in relevance.values())

@@ -106,6 +106,8 @@ def _efficientnet_bn_pairs(model: nn.Module) -> list[tuple[list[str], str]]:
     blocks: nn.ModuleList = model._blocks  # type: ignore[assignment]
     for index, block in enumerate(blocks):
         prefix = f"_blocks.{index}."
+        if not hasattr(block, "_depthwise_conv"):  # a block removed whole (--blocks): its shortcut, nothing to fold
+            continue
         if hasattr(block, "_expand_conv"):
             pairs.append(([prefix + "_expand_conv"], prefix + "_bn0"))
         pairs.append(([prefix + "_depthwise_conv"], prefix + "_bn1"))

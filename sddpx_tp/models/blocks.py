@@ -25,12 +25,13 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
-class SkippedBlock(nn.Module):
-    """What a removed residual block leaves: its shortcut, the identity. Extra arguments (EfficientNet-Lite
-    passes its blocks a drop-connect rate) are accepted and ignored."""
+class SkippedBlock(nn.Identity):
+    """What a removed residual block leaves: its shortcut, the identity (an ``nn.Identity``, so relevance and
+    every check treat it as one). Extra arguments (EfficientNet-Lite passes its blocks a drop-connect rate) are
+    accepted and ignored."""
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return x
+    def forward(self, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return input
 
 
 @dataclass(frozen=True)
