@@ -39,10 +39,6 @@ from sddpx_tp.run.folder import RunDirectory
 def bench_command(target: Path, **options: Any) -> None:
     """Latency, throughput and size of an ONNX model (or a RUN's exports) against a baseline."""
     check_providers(options["providers"])  # unknown names fail here, before any work
-    absent = skipped_providers(options["providers"])
-    if absent:  # said, not silently left out (the default asks for cpu and cuda)
-        click.echo(f"sddpx-tp: note: {', '.join(absent)} not available in this onnxruntime: timed without it",
-                   err=True)  # fmt: skip
     settings = BenchSettings(
         options["batches"],
         options["threads"],
@@ -58,4 +54,8 @@ def bench_command(target: Path, **options: Any) -> None:
         if options["baseline"] is not None:
             models["baseline"] = Path(options["baseline"])
         result = bench_files(models, settings)
+    absent = skipped_providers(options["providers"])
+    if absent:  # said, not silently left out (the default asks for cpu and cuda); after the work: errors stay one line
+        click.echo(f"sddpx-tp: note: {', '.join(absent)} not available in this onnxruntime: timed without it",
+                   err=True)  # fmt: skip
     click.echo(json.dumps(result) if options["as_json"] else markdown_table(result["latency"], result["speedups"]))
