@@ -55,11 +55,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its exit status is left
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def _deaf_to_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's background job starts: Python keeps it ignored
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_prune_stopped_by_a_termination_signal_resumes(name: str, data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     arguments = prune_args(data, out, "--max-rate", "0.4")
-    process = subprocess.Popen([SDDPX_TP, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen([SDDPX_TP, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=_deaf_to_sigint)  # fmt: skip
     _wait_for_step(process, out / "state.json")
     process.send_signal(getattr(signal, name))
     _, stderr = process.communicate(timeout=120)

@@ -36,11 +36,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _stop_on_termination() -> dict[int, Any]:
     """SIGTERM (timeout, a CI runner, systemd) and SIGHUP (a closed terminal) end a command as Ctrl-C does, so
-    that a sweep's worker processes stop with it and every run can be resumed. Returns the handlers replaced."""
+    that a sweep's worker processes stop with it and every run can be resumed; and Ctrl-C itself does so even
+    when the parent started us with SIGINT ignored (a background job of a script, whose children Python then
+    leaves deaf to it). Returns the handlers replaced."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
         return {}
+    replaced = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
-    return {number: signal.signal(number, _interrupt) for number in numbers}
+    return {**replaced, **{number: signal.signal(number, _interrupt) for number in numbers}}
 
 
 class _OneLineErrors(click.Group):
