@@ -35,5 +35,6 @@ class BlocksComparison:
 SPEED_TABLES: dict[str, Renders] = {
     # ship-speed.md
     "ship_speed_lite0": ShipSpeed("results/ship_speed_lite0.json"),
+    "ship_speed_lite0_blocks": ShipSpeed("results/ship_speed_lite0_blocks.json"),
     "blocks_resnet18": BlocksComparison("results/blocks_resnet18.json"),
 }

@@ -138,10 +138,10 @@ def table(document: dict[str, Any]) -> str:
         ms, chosen = speeds(run), shipped(run)
         size = {name: facts["file_bytes"] for name, facts in run["files"].items()}
         label = chosen or "pruned int8"
-
+        removed = f", {len(run['blocks_removed'])} blocks" if run.get("config", {}).get("blocks") else ""
         lines.append(
             f"| {run['seed']}: {' vs '.join(run['class_names'])} | {run['recommended']['filter_rate']:.2f} "
-            f"({run['first_miss']['filter_rate']:.2f}) | {run['recommended']['macs_ratio']:.3f} | "
+            f"({run['first_miss']['filter_rate']:.2f}{removed}) | {run['recommended']['macs_ratio']:.3f} | "
             f"{_gains(ms, 'pruned fp32')} | {_gains(ms, 'pruned int8')} | "
             f"{'yes' if run['kept_on_check']['pruned int8'] else 'no'}"
             f" | {chosen.removeprefix('pruned ') if chosen else 'neither keeps it'} | "
