@@ -31,12 +31,13 @@ from sddpx_tp.pruning.surgery import PrunableModel
 DONE = "blocks_done"  # in the session's schedule state: a resumed run does not try blocks again
 
 
-def _cost(model: nn.Module, name: str, config: PruneConfig, images: torch.Tensor) -> int:
-    """What removing the block ``name`` takes off, in the run's cost unit (filters, or MACs at the references' size)."""
+def _cost(model: nn.Module, name: str, config: PruneConfig, image: torch.Tensor, macs_now: int) -> int:
+    """What removing the block ``name`` takes off, in the run's cost unit (filters, or MACs at the references'
+    size; ``macs_now``: the model's own, counted once a round)."""
     if config.cost == "macs":
         trimmed = copy.deepcopy(model)
         skip_block(trimmed, name)
-        return count_macs(model, images[:1]) - count_macs(trimmed, images[:1])
+        return macs_now - count_macs(trimmed, image)
     return count_filters(model.get_submodule(name))
 
 
@@ -48,10 +49,11 @@ def remove_blocks(session: PruningSession, config: PruneConfig) -> int:
     floor = config.block_floor * session.trajectory[0].reference_harmonic_mean
     removed = 0
     while (allowance := step_budget(session, config, 1.0)) > 0:  # what max_rate and the budgets still allow
-        model = session.current.model
+        model, image = session.current.model, session.references[0][:1]
+        macs_now = count_macs(model, image) if config.cost == "macs" else 0
         tried: list[tuple[float, str]] = []
         for block in removable_blocks(model):
-            if _cost(model, block.name, config, session.references[0]) > allowance:
+            if _cost(model, block.name, config, image, macs_now) > allowance:
                 continue
             saved = zero_branch(model, block)
             try:
