@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sddpx_tp.errors import SettingError
+from sddpx_tp.files import default_cache_dir
 from sddpx_tp.models.classifier import check_finite, restrict_to_classes
 from sddpx_tp.pruning.accuracy_target import hold_back
 from sddpx_tp.pruning.block_phase import remove_blocks
@@ -24,6 +25,7 @@ from sddpx_tp.pruning.head import (
     refit_head,
     with_head,
 )
+from sddpx_tp.pruning.latency_table import LatencyTable
 from sddpx_tp.pruning.method_registry import Method, check_config
 from sddpx_tp.pruning.progressive import finetune
 from sddpx_tp.pruning.session import Judgement, LabelledImages, PruningSession, StepRecord
@@ -204,6 +206,7 @@ def run_prepared(
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
     speed_probe: Callable[[nn.Module], float] | None = None,
+    latency_table: LatencyTable | None = None,
 ) -> PruneResult:
     """Prune what :func:`prepare` made ready; arguments as :func:`prune`'s."""
     config, references = prepared.config, prepared.references
@@ -219,6 +222,13 @@ def run_prepared(
 
         probe = SpeedProbe(prepared.unpruned, references[0][:1], threads=torch.get_num_threads())
         speed_probe = probe
+    if config.cost == "latency" and latency_table is None:  # measured once per machine and cached
+        from sddpx_tp.export.layer_latency import measure_latency_table
+
+        latency_table = measure_latency_table(
+            prepared.unpruned, references[0][:1], torch.get_num_threads(),
+            cache_folder=default_cache_dir() / "latency", progress=progress,
+        )  # fmt: skip
     session = PruningSession(
         start,
         references,
@@ -236,6 +246,7 @@ def run_prepared(
         original_model=copy.deepcopy(prepared.unpruned) if config.repair.methods else None,
         held_back=prepared.held_back,
         speed_probe=speed_probe,
+        latency_table=latency_table,
     )
     try:
         if config.blocks:  # depth before width (refused for the methods that retrain)
@@ -271,6 +282,7 @@ def prune(
     on_accept: Callable[[PruningSession], None] | None = None,
     resume: ResumePoint | None = None,
     speed_probe: Callable[[nn.Module], float] | None = None,
+    latency_table: LatencyTable | None = None,
 ) -> PruneResult:
     """Prune ``model`` for ``classes`` using reference images (without fine-tuning, unless asked).
 
@@ -287,7 +299,10 @@ def prune(
     With ``config.target.speedup`` the run ends at the first accepted step measured at least that many
     times faster than the unpruned model, by ``speed_probe`` (a model in, its speedup out: e.g. a
     measurement on the device you deploy to); by default ONNX Runtime on this CPU at batch 1 and
-    torch's thread count (:class:`sddpx_tp.export.latency.SpeedProbe`).
+    torch's thread count (:class:`sddpx_tp.export.latency.SpeedProbe`). With ``config.cost`` "latency" a step
+    removes a share of the latency predicted by ``latency_table`` (per-layer latencies on the device you
+    deploy to); by default one measured on ONNX Runtime on this CPU at torch's thread count, cached in
+    ``$SDDPX_CACHE/latency`` (:func:`sddpx_tp.export.layer_latency.measure_latency_table`).
 
     The input model is not modified. ``on_accept`` is called after every accepted
     step (e.g. to checkpoint); ``resume`` continues an interrupted run. The same as
@@ -295,4 +310,4 @@ def prune(
     """
     prepared = prepare(model, references, classes, config, evaluation=evaluation, training=training, device=device)
     return run_prepared(prepared, progress=progress, keep_models=keep_models, on_accept=on_accept, resume=resume,
-                        speed_probe=speed_probe)  # fmt: skip
+                        speed_probe=speed_probe, latency_table=latency_table)  # fmt: skip

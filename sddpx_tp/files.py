@@ -70,3 +70,9 @@ def write_json(path: Path, document: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     """``text``, atomically."""
     atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def default_cache_dir() -> Path:
+    """Where sddpx-tp caches source models, torchvision's Fashion-MNIST and latency tables: ``$SDDPX_CACHE`` or
+    ~/.cache/sddpx-tp."""
+    return Path(os.environ.get("SDDPX_CACHE", Path.home() / ".cache" / "sddpx-tp"))

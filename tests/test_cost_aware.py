@@ -29,8 +29,8 @@ def test_relevance_per_mac_puts_a_costly_channel_before_a_cheap_more_relevant_on
     assert [(c.root, c.score) for c in by_relevance[:2]] == [("0", 1.0), ("0", 2.0)]
     # Layer 2's channels cost 100 MACs each, layer 0's 10: per MAC, 3/100, 4/100 and 7/100 rank below 1/10
     # (a group keeps one channel: 8 is never offered).
-    by_cost = prunable.candidates(scores, macs_per_channel={"0": 10, "2": 100})
-    assert [(c.root, c.score, c.macs) for c in by_cost[:4]] == [
+    by_cost = prunable.candidates(scores, cost_per_channel={"0": 10, "2": 100})
+    assert [(c.root, c.score, c.cost) for c in by_cost[:4]] == [
         ("2", 3.0, 100), ("2", 4.0, 100), ("2", 7.0, 100), ("0", 1.0, 10)
     ]  # fmt: skip
     # A budget of 150 MACs takes the two costly channels (the last may overshoot), one of filters takes one.
@@ -67,4 +67,4 @@ def test_cost_macs_is_refused_for_progressive_retraining() -> None:
         config = PruneConfig.recommended(method="progressive", cost="macs")
         prune(model, references, [0, 1], config, training=references, progress=False)
     with pytest.raises(SettingError, match="cost"):
-        PruneConfig.recommended(cost="latency")
+        PruneConfig.recommended(cost="seconds")

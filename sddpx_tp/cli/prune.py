@@ -220,7 +220,9 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     default=DEFAULTS["cost"],
     show_default=True,
     help="what --step and --max-rate are shares of, and what channels are ranked per unit of: filters (the "
-    "papers), or macs at the input size (relevance per multiply-accumulate: the cheap channels no longer go first)",
+    "papers), macs at the input size (relevance per multiply-accumulate: the cheap channels no longer go first), or "
+    "latency predicted by a per-layer table timed on ONNX Runtime CPU at this run's threads (measured once, about "
+    "a minute, and cached in $SDDPX_CACHE/latency)",
 )
 @click.option(
     "--class-floor",

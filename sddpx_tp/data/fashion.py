@@ -34,7 +34,7 @@ from torchvision.models import mobilenet_v2, resnet18
 from tqdm.auto import tqdm
 
 from sddpx_tp.errors import UserError
-from sddpx_tp.files import atomic_write
+from sddpx_tp.files import atomic_write, default_cache_dir
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
@@ -58,11 +58,6 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 class DatasetMissingError(FileNotFoundError):
     """Fashion-MNIST is not installed where we look (or a file there is unreadable); the message is one line."""
-
-
-def default_cache_dir() -> Path:
-    """Where sddpx-tp caches source models and torchvision's Fashion-MNIST: ``$SDDPX_CACHE`` or ~/.cache/sddpx-tp."""
-    return Path(os.environ.get("SDDPX_CACHE", Path.home() / ".cache" / "sddpx-tp"))
 
 
 def data_dir() -> Path:

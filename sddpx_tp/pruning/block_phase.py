@@ -6,7 +6,7 @@ place (exactly what removing it computes), and judges the trial on the reference
 a trial: per-class accuracy, their harmonic mean H. The block whose trial keeps the highest H is
 removed when that H is at least ``config.block_floor`` of the unpruned model's; otherwise the
 phase ends and the run's method goes on with the channels of the blocks that remain. A block whose
-removal would pass ``max_rate`` (in filters, or MACs with ``cost`` "macs") is not tried, and the
+removal would pass ``max_rate`` (in the run's ``cost`` unit) is not tried, and the
 phase ends early once a MACs or speed budget is met, as the channel steps do.
 
 A few blocks are tried exhaustively (9 in EfficientNet-Lite0, 5 in ResNet-18), so accuracy, not
@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from sddpx_tp.metrics import count_filters, count_macs, harmonic_mean
 from sddpx_tp.models.blocks import removable_blocks, restore_branch, skip_block, zero_branch
@@ -31,14 +30,23 @@ from sddpx_tp.pruning.surgery import PrunableModel
 DONE = "blocks_done"  # in the session's schedule state: a resumed run does not try blocks again
 
 
-def _cost(model: nn.Module, name: str, config: PruneConfig, image: torch.Tensor, macs_now: int) -> int:
-    """What removing the block ``name`` takes off, in the run's cost unit (filters, or MACs at the references'
-    size; ``macs_now``: the model's own, counted once a round)."""
-    if config.cost == "macs":
+def _cost(session: PruningSession, name: str, config: PruneConfig, image: torch.Tensor, cost_now: float) -> float:
+    """What removing the block ``name`` takes off, in the run's cost unit (filters, MACs at the references' size,
+    or nanoseconds of predicted latency; ``cost_now``: the model's own, counted once a round)."""
+    model = session.current.model
+    if config.cost in ("macs", "latency"):
         trimmed = copy.deepcopy(model)
         skip_block(trimmed, name)
-        return macs_now - count_macs(trimmed, image)
+        if config.cost == "latency":
+            return cost_now - session.predicted_latency_ns(trimmed)
+        return cost_now - count_macs(trimmed, image)
     return count_filters(model.get_submodule(name))
+
+
+def _model_cost(session: PruningSession, config: PruneConfig, image: torch.Tensor) -> float:
+    if config.cost == "latency":
+        return session.predicted_latency_ns(session.current.model)
+    return count_macs(session.current.model, image) if config.cost == "macs" else 0.0
 
 
 def remove_blocks(session: PruningSession, config: PruneConfig) -> int:
@@ -50,10 +58,10 @@ def remove_blocks(session: PruningSession, config: PruneConfig) -> int:
     removed = 0
     while (allowance := step_budget(session, config, 1.0)) > 0:  # what max_rate and the budgets still allow
         model, image = session.current.model, session.references[0][:1]
-        macs_now = count_macs(model, image) if config.cost == "macs" else 0
+        cost_now = _model_cost(session, config, image)
         tried: list[tuple[float, str]] = []
         for block in removable_blocks(model):
-            if _cost(model, block.name, config, image, macs_now) > allowance:
+            if _cost(session, block.name, config, image, cost_now) > allowance:
                 continue
             saved = zero_branch(model, block)
             try:

@@ -22,7 +22,7 @@ HeadJudge = Literal["cross-fit", "held-back"]
 HEAD_JUDGES: tuple[HeadJudge, ...] = ("cross-fit", "held-back")
 DEFAULT_HEAD_JUDGE: HeadJudge = "cross-fit"
 DEFAULT_HEAD_FOLDS = 5
-COSTS: tuple[Cost, ...] = ("filters", "macs")
+COSTS: tuple[Cost, ...] = ("filters", "macs", "latency")
 DEFAULT_MIN_STEP = 0.0125  # p/4 for the default p = 0.05: two halvings
 
 

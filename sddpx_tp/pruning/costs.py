@@ -6,7 +6,9 @@ slice (``H_out * W_out * k * k * C_out``), a linear layer's input features. A de
 and output channel are one channel, counted once. Costs are at the model's current widths and at
 the input size of ``example_input``, counted as :func:`sddpx_tp.metrics.count_macs` counts (convs
 and matmuls; BatchNorm and activations are free), which a test holds them to by removing channels
-physically. This is the *macs* unit of issue 31's cost-aware pruning; not used by the methods yet.
+physically. This is the *macs* unit of issue 31's cost-aware pruning; :func:`channel_latency` is the
+*latency* unit, the same walk over each group's layers priced by a measured latency table
+(:mod:`sddpx_tp.pruning.latency_table`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sddpx_tp.pruning.latency_table import LatencyTable, LayerShape, layer_shapes
 from sddpx_tp.pruning.surgery import PrunableModel
 
 
@@ -58,4 +61,33 @@ def channel_macs(prunable: PrunableModel) -> dict[str, int]:
             elif isinstance(module, nn.Linear) and graph.is_in_channel_pruning_fn(handler):
                 cost += per_channel * module.out_features
         costs[root] = cost
+    return costs
+
+
+def channel_latency(prunable: PrunableModel, table: LatencyTable) -> dict[str, float]:
+    """By root conv name, the nanoseconds that one channel of its group costs in ``table`` at the current widths:
+    each member layer's latency now less its latency one channel narrower (a depthwise conv counted once)."""
+    shapes = layer_shapes(prunable.model, prunable.example_input)
+    names = {module: name for name, module in prunable.model.named_modules()}
+    graph = prunable.graph
+    costs: dict[str, float] = {}
+    for root, group in prunable.groups().items():
+        channels = len(group[0].idxs)
+        cost = 0.0
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            name = names.get(module)
+            shape = shapes.get(name) if name is not None else None
+            if name is None or shape is None:  # not run (a removed block's layer) or not a conv or linear layer
+                continue
+            per_channel = len(item.idxs) // channels
+            narrower: LayerShape | None = None
+            if shape.kind == "conv" and graph.is_out_channel_pruning_fn(handler):
+                fewer_inputs = shape.in_channels - per_channel if shape.depthwise else shape.in_channels
+                narrower = shape.with_channels(fewer_inputs, shape.out_channels - per_channel)
+            elif graph.is_in_channel_pruning_fn(handler) and (shape.kind == "linear" or shape.groups == 1):
+                narrower = shape.with_channels(shape.in_channels - per_channel, shape.out_channels)
+            if narrower is not None:
+                cost += table.layer_seconds(name, shape) - table.layer_seconds(name, narrower)
+        costs[root] = cost * 1e9
     return costs

@@ -38,15 +38,19 @@ from sddpx_tp.pruning.session import PruningSession
 from sddpx_tp.pruning.surgery import Candidate, GroupScores, PrunableModel
 
 
-def step_budget(session: PruningSession, config: PruneConfig, step: float) -> int:
-    """Filters (or MACs, with cost "macs") the next step may remove: ``step`` of the original, capped at
-    ``max_rate`` (none once the run has stopped at its accuracy target or met its MACs or speed budget)."""
+def step_budget(session: PruningSession, config: PruneConfig, step: float) -> float:
+    """Filters (or MACs, or nanoseconds of predicted latency, with cost "macs" or "latency") the next step may
+    remove: ``step`` of the original, capped at ``max_rate`` (none once the run has stopped at its accuracy
+    target or met its MACs or speed budget)."""
     if session.stopped:
         return 0
     if config.target.macs is not None and session.trajectory[-1].macs_ratio <= config.target.macs:
         return 0  # the MACs budget is met: the run ends here
     if config.target.speedup is not None and (session.trajectory[-1].speedup or 0.0) >= config.target.speedup:
         return 0  # the measured speed budget is met
+    if config.cost == "latency":
+        original, removed = session.original_latency_ns(), session.removed_latency_ns()
+        return min(step * original, config.max_rate * original - removed)
     if config.cost == "macs":
         limit = int(config.max_rate * session.original.macs) - session.removed_macs()
         return min(round(step * session.original.macs), limit)
@@ -75,9 +79,9 @@ def px(session: PruningSession, config: PruneConfig) -> None:
             root: GroupScores(root, [state["px_scores"][root][channel] for channel in kept], state["px_filters"][root])
             for root, kept in remaining.items()
         }
-        costs = session.macs_per_channel(session.current)
+        costs = session.channel_costs(session.current)
         chosen = session.current.select(
-            session.current.candidates(current, macs_per_channel=costs), budget, config.cost
+            session.current.candidates(current, cost_per_channel=costs), budget, config.cost
         )
         if not chosen:
             return
@@ -93,8 +97,8 @@ def px(session: PruningSession, config: PruneConfig) -> None:
 def dpx(session: PruningSession, config: PruneConfig) -> None:
     while (budget := step_budget(session, config, config.step)) > 0:
         scores = session.channel_scores(session.current)
-        costs = session.macs_per_channel(session.current)
-        chosen = session.current.select(session.current.candidates(scores, macs_per_channel=costs), budget, config.cost)
+        costs = session.channel_costs(session.current)
+        chosen = session.current.select(session.current.candidates(scores, cost_per_channel=costs), budget, config.cost)
         if not chosen:
             return
         means = _input_means(session, compensation_for(config) == "always")
@@ -139,7 +143,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
     compensation = compensation_for(config)
     while step_budget(session, config, config.step) > 0:
         scores = session.channel_scores(session.current)
-        costs = session.macs_per_channel(session.current)
+        costs = session.channel_costs(session.current)
         # One forward serves every trial of this step.
         means = _input_means(session, compensation != "never")
         repair = session.step_repair()  # gathered once, on the model before the step, for every trial
@@ -151,7 +155,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
         while True:
             budget = step_budget(session, config, step)
             skipped = {(c.root, channel) for c in excluded for channel in c.channels}
-            candidates = session.current.candidates(scores, excluded=skipped, macs_per_channel=costs)
+            candidates = session.current.candidates(scores, excluded=skipped, cost_per_channel=costs)
             chosen = session.current.select(candidates, budget, config.cost)
             if not chosen:
                 break

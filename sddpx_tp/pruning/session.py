@@ -22,8 +22,9 @@ from sddpx_tp.lrp.relevance import filter_relevance
 from sddpx_tp.metrics import ModelSize, class_accuracy_and_confidence, harmonic_mean, measure_size, per_class_accuracy
 from sddpx_tp.pruning.accuracy_target import target_lost
 from sddpx_tp.pruning.config import PruneConfig
-from sddpx_tp.pruning.costs import channel_macs
+from sddpx_tp.pruning.costs import channel_latency, channel_macs
 from sddpx_tp.pruning.criteria import channel_scores, names_code, user_importance
+from sddpx_tp.pruning.latency_table import LatencyTable, predicted_seconds
 from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
 
@@ -64,6 +65,9 @@ class StepRecord:
     # sddpx_tp.export.latency), and the cumulative part of ``seconds`` the measuring took.
     speedup: float | None = None
     speed_seconds: float = 0.0
+    # With cost "latency": this step's latency predicted by the run's latency table, in milliseconds
+    # (sddpx_tp.pruning.latency_table; the table's measuring is counted in speed_seconds at step 0).
+    predicted_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +102,7 @@ class PruningSession:
         training: LabelledImages | None = None,
         held_back: LabelledImages | None = None,
         speed_probe: Callable[[nn.Module], float] | None = None,
+        latency_table: LatencyTable | None = None,
         reference_judge: Callable[[nn.Module], Judgement] | None = None,
         on_before_accept: Callable[[nn.Module], Judgement | None] | None = None,
         original_model: nn.Module | None = None,
@@ -114,10 +119,14 @@ class PruningSession:
         else, measured at every accepted step. With a target the run is :attr:`stopped` once it is lost
         (:meth:`AccuracyTarget.lost`), judged on the evaluation images, else on ``held_back``, else on the
         references. ``original_model``: the unpruned model, which the repairs target. ``speed_probe``: measures
-        how many times faster than the unpruned model a model runs, at every accepted step (a speed budget)."""
+        how many times faster than the unpruned model a model runs, at every accepted step (a speed budget).
+        ``latency_table``: what the layers cost in time, needed with cost "latency"."""
         relevance_config, max_rate, training_config = config.relevance, config.max_rate, config.retraining
         criterion, seed, repair, ridge = config.criterion, config.seed, config.repair.methods, config.repair.ridge
         self.cost = config.cost
+        if config.cost == "latency" and latency_table is None:
+            raise ValueError('cost "latency" needs a latency table (sddpx_tp.export.layer_latency measures one)')
+        self.latency_table = latency_table
         stop_at = config.accuracy_target if config.target.stop else None
         self.current = model
         # Checked once per run (an fx trace for plain nets); pruning never changes the family.
@@ -161,7 +170,8 @@ class PruningSession:
             self.trajectory = []
             self.schedule_state = {}
             self.started = time.perf_counter()
-            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = self.speed_seconds = 0.0
+            self.evaluation_seconds = self.relevance_seconds = self.reference_seconds = 0.0
+            self.speed_seconds = latency_table.measuring_seconds if latency_table is not None else 0.0
             self.reference_harmonic_mean = self.evaluate_references(model.model)
             self.accept(model, attempts=0)
         else:
@@ -241,9 +251,24 @@ class PruningSession:
     def removed_macs(self) -> int:
         return self.original.macs - self.trajectory[-1].macs if self.trajectory else 0
 
-    def macs_per_channel(self, model: PrunableModel) -> dict[str, int] | None:
-        """With cost "macs": what one channel of each of ``model``'s groups costs now; None with "filters"."""
-        return channel_macs(model) if self.cost == "macs" else None
+    def original_latency_ns(self) -> float:
+        return (self.trajectory[0].predicted_ms or 0.0) * 1e6
+
+    def removed_latency_ns(self) -> float:
+        return self.original_latency_ns() - (self.trajectory[-1].predicted_ms or 0.0) * 1e6 if self.trajectory else 0
+
+    def predicted_latency_ns(self, model: nn.Module) -> float:
+        """With cost "latency": ``model``'s latency predicted by the run's table, in nanoseconds."""
+        assert self.latency_table is not None
+        return predicted_seconds(self.latency_table, model, self.example_input) * 1e9
+
+    def channel_costs(self, model: PrunableModel) -> dict[str, float] | None:
+        """What one channel of each of ``model``'s groups costs now in the run's unit: MACs with cost "macs",
+        nanoseconds of predicted latency with "latency"; None with "filters"."""
+        if self.cost == "latency":
+            assert self.latency_table is not None
+            return channel_latency(model, self.latency_table)
+        return {root: float(macs) for root, macs in channel_macs(model).items()} if self.cost == "macs" else None
 
     def accept(
         self,
@@ -281,6 +306,9 @@ class PruningSession:
             speed_started = time.perf_counter()
             speedup = 1.0 if not self.trajectory else self.speed_probe(model.model)  # step 0 is the unpruned model
             self.speed_seconds += time.perf_counter() - speed_started
+        predicted_ms = None
+        if self.latency_table is not None:
+            predicted_ms = predicted_seconds(self.latency_table, model.model, self.example_input) * 1e3
         record = StepRecord(
             step=len(self.trajectory),
             filter_rate=1 - size.filters / self.original.filters,
@@ -307,6 +335,7 @@ class PruningSession:
             judged_counts=self._judged_counts(),
             speedup=speedup,
             speed_seconds=self.speed_seconds,
+            predicted_ms=predicted_ms,
         )
         self.trajectory.append(record)
         if self.keep_models:

@@ -25,7 +25,7 @@ from sddpx_tp.models.classifier import classifier_name
 from sddpx_tp.pruning.compensation import InputMeans, compensate
 from sddpx_tp.pruning.repairs import StepRepair
 
-Cost = Literal["filters", "macs"]  # what a step's share is of, and what candidates are ranked per unit of
+Cost = Literal["filters", "macs", "latency"]  # what a step's share is of, and what candidates are ranked per unit of
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class Candidate:
     root: str
     channels: tuple[int, ...]  # indices among the root conv's current output channels
     filters: int  # conv filters removed with it
-    macs: int | None = None  # multiply-accumulates removed with it, when the run counts cost in MACs
+    # What it removes in the run's cost unit when that is not filters: MACs, or nanoseconds of predicted latency.
+    cost: float | None = None
 
 
 class PrunableModel:
@@ -140,7 +141,7 @@ class PrunableModel:
         self,
         group_scores: Mapping[str, GroupScores],
         excluded: Collection[tuple[str, int]] = (),
-        macs_per_channel: Mapping[str, int] | None = None,
+        cost_per_channel: Mapping[str, float] | None = None,
     ) -> list[Candidate]:
         """Bundles of channels, lowest mean relevance first; ``excluded`` channels are never offered.
 
@@ -148,9 +149,10 @@ class PrunableModel:
         width to a multiple of ``round_to`` and each later one removes ``round_to``
         more, down to the floor a group keeps. Means of successive bundles of a group
         never decrease, so the global order takes each group's bundles in turn.
-        With ``macs_per_channel`` (by root, :func:`sddpx_tp.pruning.costs.channel_macs`) the order is
-        by relevance per MAC instead, and each candidate carries the MACs it removes: a cheap
-        channel must be that much less relevant to go before a costly one.
+        With ``cost_per_channel`` (by root: :func:`sddpx_tp.pruning.costs.channel_macs` or
+        :func:`~sddpx_tp.pruning.costs.channel_latency`) the order is by relevance per unit of cost
+        instead, and each candidate carries the cost it removes: a cheap channel must be that much less
+        relevant to go before a costly one.
         """
         floor = max(self.min_channels, self.round_to)
         found = []
@@ -166,29 +168,30 @@ class PrunableModel:
                 if any((root, channel) in excluded for channel in channels):
                     break
                 mean = sum(group.scores[channel] for channel in channels) / size
-                macs = None if macs_per_channel is None else macs_per_channel[root] * size
-                key = mean if macs_per_channel is None else mean / max(macs_per_channel[root], 1)
+                cost = None if cost_per_channel is None else cost_per_channel[root] * size
+                # At least one unit (a MAC, a nanosecond): a channel that costs nothing measurable goes last.
+                key = mean if cost_per_channel is None else mean / max(cost_per_channel[root], 1)
                 found.append(
-                    (key, root, bundle_index, Candidate(mean, root, channels, group.filters_per_channel * size, macs))
+                    (key, root, bundle_index, Candidate(mean, root, channels, group.filters_per_channel * size, cost))
                 )
                 position, bundle_index, size = position + size, bundle_index + 1, self.round_to
         found.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
         return [candidate for *_, candidate in found]
 
     @staticmethod
-    def select(candidates: Iterable[Candidate], budget: int, unit: Cost = "filters") -> list[Candidate]:
-        """The lowest candidates worth ``budget`` filters (or MACs, with ``unit`` "macs").
+    def select(candidates: Iterable[Candidate], budget: float, unit: Cost = "filters") -> list[Candidate]:
+        """The lowest candidates worth ``budget`` filters (or their cost, in ``unit`` "macs" or "latency").
 
         The last one may overshoot the budget by its size; the filter rate and the MACs are
         always counted on the model afterwards, never assumed.
         """
         chosen: list[Candidate] = []
-        removed = 0
+        removed = 0.0
         for candidate in candidates:
             if removed >= budget:
                 break
             chosen.append(candidate)
-            removed += candidate.filters if unit == "filters" else (candidate.macs or 0)
+            removed += candidate.filters if unit == "filters" else (candidate.cost or 0)
         return chosen
 
     def _plan(self, chosen: Iterable[Candidate]) -> tuple[list[tp.Group], dict[str, list[int]]]:
