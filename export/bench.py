@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -70,10 +70,28 @@ def _percentiles(seconds: list[float], batch: int) -> dict[str, float | int | No
     }
 
 
-def _interleaved(runners: Mapping[str, Callable[[], object]], warmup: int, runs: int) -> dict[str, list[float]]:
-    for runner in runners.values():
-        for _ in range(warmup):
+class Rounds(Protocol):
+    """Where timing reports its progress: one round is every model run once (a tqdm bar is one)."""
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+
+def timing_rounds(settings: BenchSettings, with_torch: bool) -> int:
+    """Rounds :func:`bench_onnx` (and :func:`bench_torch`, ``with_torch``) will time: for a progress bar's total."""
+    per_setting = settings.warmup + settings.runs
+    onnx_settings = len(check_providers(settings.providers)) * len(settings.threads) * len(settings.batch_sizes)
+    torch_settings = len(settings.threads) * len(settings.batch_sizes) if with_torch else 0
+    return (onnx_settings + torch_settings) * per_setting
+
+
+def _interleaved(
+    runners: Mapping[str, Callable[[], object]], warmup: int, runs: int, rounds: Rounds | None = None
+) -> dict[str, list[float]]:
+    for _ in range(warmup):
+        for runner in runners.values():
             runner()
+        if rounds is not None:
+            rounds.update(1)
     times: dict[str, list[float]] = {label: [] for label in runners}
     labels = list(runners)
     for round_index in range(runs):
@@ -81,6 +99,8 @@ def _interleaved(runners: Mapping[str, Callable[[], object]], warmup: int, runs:
             start = time.perf_counter()
             runners[label]()
             times[label].append(time.perf_counter() - start)
+        if rounds is not None:
+            rounds.update(1)
     return times
 
 
@@ -144,8 +164,10 @@ def skipped_providers(providers: Sequence[str]) -> list[str]:
     return [key for key in map(provider_key, providers) if key not in usable]
 
 
-def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict[str, Any]]:
-    """Latency of every model, per provider, thread count and batch size (interleaved)."""
+def bench_onnx(
+    models: Mapping[str, Path], settings: BenchSettings, rounds: Rounds | None = None
+) -> list[dict[str, Any]]:
+    """Latency of every model, per provider, thread count and batch size (interleaved); ``rounds`` counts them."""
     shapes = {label: onnx_input_shape(path) for label, path in models.items()}
     if len(set(shapes.values())) > 1:
         raise UserError(f"the models take different inputs and cannot be compared: {shapes}")
@@ -161,7 +183,7 @@ def bench_onnx(models: Mapping[str, Path], settings: BenchSettings) -> list[dict
                     label: (lambda s=session, d=data: s.run(None, {s.get_inputs()[0].name: d}))
                     for label, session in sessions.items()
                 }
-                for label, seconds in _interleaved(runners, settings.warmup, settings.runs).items():
+                for label, seconds in _interleaved(runners, settings.warmup, settings.runs, rounds).items():
                     rows.append({"engine": "onnxruntime", "provider": provider, "threads": threads, "batch": batch,
                                  "model": label, **_percentiles(seconds, batch)})  # fmt: skip
     return rows
@@ -190,7 +212,10 @@ def _torch_runner(model: nn.Module, data: torch.Tensor) -> Callable[[], object]:
 
 
 def bench_torch(
-    models: Mapping[str, nn.Module], input_shape: tuple[int, int, int], settings: BenchSettings
+    models: Mapping[str, nn.Module],
+    input_shape: tuple[int, int, int],
+    settings: BenchSettings,
+    rounds: Rounds | None = None,
 ) -> list[dict[str, Any]]:
     """The same measurement for eager torch on the CPU, so users see what ONNX gained."""
     rows = []
@@ -202,7 +227,7 @@ def bench_torch(
                 data = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
 
                 runners = {label: _torch_runner(model.eval(), data) for label, model in models.items()}
-                for label, seconds in _interleaved(runners, settings.warmup, settings.runs).items():
+                for label, seconds in _interleaved(runners, settings.warmup, settings.runs, rounds).items():
                     rows.append({"engine": "torch", "provider": "cpu", "threads": threads, "batch": batch,
                                  "model": label, **_percentiles(seconds, batch)})  # fmt: skip
     finally:

@@ -47,6 +47,7 @@ class SpeedProbe:
         self.threads, self.runs = threads, runs
         self.seconds = 0.0  # what measuring has cost so far (exports and timing)
         self.measurements = 0
+        self.last_ms: tuple[float, float] | None = None  # the last measurement's medians: unpruned, model
         self._folder = tempfile.TemporaryDirectory(prefix="sddpx-speed-")
         started = time.perf_counter()
         self._baseline = self._session(unpruned, "unpruned")
@@ -74,7 +75,8 @@ class SpeedProbe:
                     times[label].append(time.perf_counter() - begun)
         (Path(self._folder.name) / f"step-{self.measurements - 1}.onnx").unlink(missing_ok=True)
         self.seconds += time.perf_counter() - started
-        return statistics.median(times["unpruned"]) / statistics.median(times["model"])
+        self.last_ms = (statistics.median(times["unpruned"]) * 1e3, statistics.median(times["model"]) * 1e3)
+        return self.last_ms[0] / self.last_ms[1]
 
     def close(self) -> None:
         self._folder.cleanup()

@@ -2,12 +2,12 @@
 
 Each conv and linear layer of the unpruned model is built alone as a one-node ONNX graph (a Conv,
 or a Gemm; random weights: latency does not depend on them) and timed in ONNX Runtime at batch 1
-and the run's thread count, at a grid of channel counts (:data:`~sddpx_tp.pruning.latency_table.GRID_FRACTIONS`
+and the run's thread count, at a grid of channel counts (:data:`~sddpx_tp.export.latency_table.GRID_FRACTIONS`
 of its width), the median of ``runs``. A layer is never slower with more channels in the table:
 each axis is made non-decreasing (a running maximum), so a noisy point cannot give a channel a
 negative cost. The table is cached, as JSON, per layer shapes (the architecture at its input size),
 runtime, provider, threads and CPU: a second run on the same machine reads it back in milliseconds.
-What the measuring cost is the table's :attr:`~sddpx_tp.pruning.latency_table.LatencyTable.measuring_seconds`.
+What the measuring cost is the table's :attr:`~sddpx_tp.export.latency_table.LatencyTable.measuring_seconds`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sddpx_tp.environment import cpu_model
+from sddpx_tp.export.latency_table import LatencyTable, LayerGrid, LayerShape, grid_counts, layer_shapes
 from sddpx_tp.files import atomic_write
-from sddpx_tp.pruning.latency_table import LatencyTable, LayerGrid, LayerShape, grid_counts, layer_shapes
 
 DEFAULT_RUNS = 15  # timed runs per grid point (median)
 WARMUP = 3

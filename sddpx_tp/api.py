@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sddpx_tp.errors import SettingError
+from sddpx_tp.export.latency_table import LatencyTable
 from sddpx_tp.files import default_cache_dir
 from sddpx_tp.models.classifier import check_finite, restrict_to_classes
 from sddpx_tp.pruning.accuracy_target import hold_back
@@ -25,7 +26,6 @@ from sddpx_tp.pruning.head import (
     refit_head,
     with_head,
 )
-from sddpx_tp.pruning.latency_table import LatencyTable
 from sddpx_tp.pruning.method_registry import Method, check_config
 from sddpx_tp.pruning.progressive import finetune
 from sddpx_tp.pruning.session import Judgement, LabelledImages, PruningSession, StepRecord

@@ -62,6 +62,21 @@ def per_class_accuracy(
     return class_accuracy_and_confidence(model, images, labels, classes, batch_size)[0]
 
 
+def output_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, outputs: Sequence[int]
+) -> list[float]:
+    """Per output index in ``outputs``: the share of its images (``labels`` are output indices) that the model's
+    top output over *all* its outputs calls that class (not only among ``outputs``)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        batches = inference_batches(images, inference_batch(images), device)
+        predictions = torch.cat([model(batch).argmax(dim=1).cpu() for batch in batches])
+    model.train(was_training)
+    return [float((predictions[labels == output] == output).float().mean()) for output in outputs]
+
+
 def harmonic_mean(accuracies: Sequence[float]) -> float:
     """``|C| / sum(1 / a_c)``; 0 if any class is at 0."""
     if any(accuracy <= 0 for accuracy in accuracies):

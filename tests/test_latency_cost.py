@@ -22,10 +22,7 @@ from torchvision import models
 
 from sddpx_tp import PruneConfig, prune
 from sddpx_tp.cli import main
-from sddpx_tp.export.layer_latency import measure_grid, measure_latency_table
-from sddpx_tp.models.registry import create_model
-from sddpx_tp.pruning.costs import channel_latency
-from sddpx_tp.pruning.latency_table import (
+from sddpx_tp.export.latency_table import (
     LatencyTable,
     LayerGrid,
     LayerShape,
@@ -33,6 +30,9 @@ from sddpx_tp.pruning.latency_table import (
     layer_shapes,
     predicted_seconds,
 )
+from sddpx_tp.export.layer_latency import measure_grid, measure_latency_table
+from sddpx_tp.models.registry import create_model
+from sddpx_tp.pruning.costs import channel_latency
 from sddpx_tp.pruning.surgery import PrunableModel
 
 Coefficients = dict[str, tuple[float, float, float, float]]
@@ -166,10 +166,12 @@ def test_a_run_with_cost_latency_removes_shares_of_predicted_latency() -> None:
     first, last = predicted[0], predicted[-1]
     assert first == pytest.approx(_by_hand(model, coefficients) * 1e3, rel=1e-9)
     assert last == pytest.approx(_by_hand(result.model, coefficients) * 1e3, rel=1e-9)  # type: ignore[arg-type]
-    steps = [before - after for before, after in itertools.pairwise(predicted)]  # type: ignore[operator]
     # Each step's candidates are priced one at a time at the current widths; removing a layer's inputs and outputs
-    # together saves a little less than the sum (the in*out term): within a tenth of the step, never more.
-    assert all(0.09 * first <= step <= 0.12 * first for step in steps[:-1])  # type: ignore[operator]
+    # together saves a little less than the sum (the in*out term): within a tenth of the step, never more. Near
+    # the end a step takes what max_rate still allows.
+    for before, after in itertools.pairwise(predicted):
+        share = min(0.1 * first, before - 0.5 * first)  # type: ignore[operator]
+        assert 0.9 * share - 1e-3 * first <= before - after <= 0.12 * first  # type: ignore[operator]
     assert 0.5 * first * 0.999 <= first - last  # type: ignore[operator]
     with pytest.raises(ValueError, match="latency table"):
         from sddpx_tp.pruning.session import PruningSession

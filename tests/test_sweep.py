@@ -59,6 +59,8 @@ def local_sweep(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     config = _write(root / "sweep.toml", _config(data))
     result = _sweep(config, root / "out", "--workers", "2")
     assert result.exit_code == 0, result.stderr
+    # What will run, said before it runs (issue 34: a big sweep said nothing for minutes).
+    assert "sweep: 4 cells; 4 to run on 2 local worker processes, 1 torch thread a cell" in result.stderr
     return {"config": config, "out": root / "out", "table": json.loads(result.stdout)}
 
 

@@ -48,12 +48,12 @@ def bench_command(target: Path, **options: Any) -> None:
         options["memory"],
     )
     if target.is_dir():
-        result = bench_run(RunDirectory(target), settings, options["with_torch"], options["model_file"])
+        result = bench_run(RunDirectory(target), settings, options["with_torch"], options["model_file"], progress=True)
     else:
         models = {"pruned": target}
         if options["baseline"] is not None:
             models["baseline"] = Path(options["baseline"])
-        result = bench_files(models, settings)
+        result = bench_files(models, settings, progress=True)
     absent = skipped_providers(options["providers"])
     if absent:  # said, not silently left out (the default asks for cpu and cuda); after the work: errors stay one line
         click.echo(f"sddpx-tp: note: {', '.join(absent)} not available in this onnxruntime: timed without it",

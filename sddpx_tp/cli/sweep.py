@@ -10,6 +10,7 @@ import click
 
 from sddpx_tp.sweep.backends import Backend, LocalBackend, RayBackend, cpu_count
 from sddpx_tp.sweep.config import read_config
+from sddpx_tp.sweep.grid import MAX_CELLS
 from sddpx_tp.sweep.runner import run_sweep
 
 EXIT_CELLS_FAILED = 1  # the sweep ran to its end, but some cells failed (each is named on stderr and in the table)
@@ -37,6 +38,13 @@ DEFAULT_WORKERS = min(8, cpu_count())
     type=click.Path(path_type=Path),
     help="a pickled model file the config names, which you trust to be unpickled (it runs its code); repeatable",
 )
+@click.option(
+    "--max-cells",
+    type=click.IntRange(min=1),
+    default=MAX_CELLS,
+    show_default=True,
+    help="refuse a grid of more cells than this (a mistyped grid is refused at once, not after minutes of planning)",
+)
 def sweep_command(
     config_file: Path,
     out: Path,
@@ -47,6 +55,7 @@ def sweep_command(
     gpus_per_cell: float,
     as_json: bool,
     trusted_models: tuple[Path, ...],
+    max_cells: int,
 ) -> None:
     """Run every cell of a sweep config (models x class subsets x grid values) into one folder, and tabulate them."""
     config = read_config(config_file, trusted_models)
@@ -61,7 +70,7 @@ def sweep_command(
             if given:
                 raise click.UsageError(f"{name} is for --backend ray")
         chosen = LocalBackend(workers)
-    results = run_sweep(config, out, chosen)
+    results = run_sweep(config, out, chosen, max_cells=max_cells)
     if as_json:
         click.echo(json.dumps(results))
     else:

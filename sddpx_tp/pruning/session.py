@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sddpx_tp.export.latency_table import LatencyTable, predicted_seconds
 from sddpx_tp.lrp.architectures import support_for
 from sddpx_tp.lrp.relevance import filter_relevance
 from sddpx_tp.metrics import ModelSize, class_accuracy_and_confidence, harmonic_mean, measure_size, per_class_accuracy
@@ -24,7 +25,6 @@ from sddpx_tp.pruning.accuracy_target import target_lost
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.costs import channel_latency, channel_macs
 from sddpx_tp.pruning.criteria import channel_scores, names_code, user_importance
-from sddpx_tp.pruning.latency_table import LatencyTable, predicted_seconds
 from sddpx_tp.pruning.repairs import StepRepair, step_repair
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
 
@@ -66,7 +66,7 @@ class StepRecord:
     speedup: float | None = None
     speed_seconds: float = 0.0
     # With cost "latency": this step's latency predicted by the run's latency table, in milliseconds
-    # (sddpx_tp.pruning.latency_table; the table's measuring is counted in speed_seconds at step 0).
+    # (sddpx_tp.export.latency_table; the table's measuring is counted in speed_seconds at step 0).
     predicted_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +161,7 @@ class PruningSession:
         self.on_accept = on_accept
         self.models: list[nn.Module] = []
         # "filter rate 5 % of 10 %", not tqdm's own percentage of the bar (which read "50%" at filter rate 0.05).
+        self.progress = progress
         self._bar = tqdm(total=round(max_rate * 100), desc="filter rate", disable=not progress, leave=False,
                          bar_format="{desc} {n} % of {total} %|{bar}| [{elapsed}<{remaining}{postfix}]")  # fmt: skip
         if resume is None:
@@ -207,7 +208,9 @@ class PruningSession:
             self.criterion,
             model,
             self.references,
-            lambda: filter_relevance(model.model, self.references, self.relevance_config, self.architecture),
+            lambda: filter_relevance(
+                model.model, self.references, self.relevance_config, self.architecture, progress=self.progress
+            ),
             self.seed,
             self.relevance_passes,
         )

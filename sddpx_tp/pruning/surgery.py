@@ -179,19 +179,25 @@ class PrunableModel:
         return [candidate for *_, candidate in found]
 
     @staticmethod
-    def select(candidates: Iterable[Candidate], budget: float, unit: Cost = "filters") -> list[Candidate]:
+    def select(
+        candidates: Iterable[Candidate], budget: float, unit: Cost = "filters", cap: float | None = None
+    ) -> list[Candidate]:
         """The lowest candidates worth ``budget`` filters (or their cost, in ``unit`` "macs" or "latency").
 
-        The last one may overshoot the budget by its size; the filter rate and the MACs are
-        always counted on the model afterwards, never assumed.
+        The last one may overshoot the budget by its size, but never ``cap`` (what ``max_rate`` still allows):
+        a candidate that would pass it is passed over for a smaller one after it. The filter rate and the
+        MACs are always counted on the model afterwards, never assumed.
         """
         chosen: list[Candidate] = []
         removed = 0.0
         for candidate in candidates:
             if removed >= budget:
                 break
+            size = candidate.filters if unit == "filters" else (candidate.cost or 0)
+            if cap is not None and removed + size > cap:
+                continue
             chosen.append(candidate)
-            removed += candidate.filters if unit == "filters" else (candidate.cost or 0)
+            removed += size
         return chosen
 
     def _plan(self, chosen: Iterable[Candidate]) -> tuple[list[tp.Group], dict[str, list[int]]]:

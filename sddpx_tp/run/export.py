@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from sddpx_tp.environment import environment
 from sddpx_tp.errors import RunFolderError, SettingError, UserError, literal
@@ -35,6 +37,7 @@ from sddpx_tp.export.bench import (
     session_memory,
     skipped_providers,
     speedups,
+    timing_rounds,
 )
 from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 from sddpx_tp.files import atomic_write, write_json
@@ -245,15 +248,24 @@ def _valid_onnx(path: Path, label: str) -> None:
         raise UserError(f"{label} model {path} is not a valid ONNX model: {str(error).splitlines()[0]}") from None
 
 
-def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: dict[str, nn.Module] | None = None
-                ) -> dict[str, Any]:  # fmt: skip
-    """Latency and size of ONNX files (``pruned``, optionally ``baseline``), and eager torch if given."""
+def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: dict[str, nn.Module] | None = None,
+                progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Latency and size of ONNX files (``pruned``, optionally ``baseline``), and eager torch if given.
+
+    With ``progress``, a bar on stderr counts the timed rounds (every model run once) and shows the time left,
+    then one counts the peak-memory measurements (a process per model)."""
     for label, path in models.items():
         _valid_onnx(path, label)
     facts = {label: model_facts(path) for label, path in models.items()}
-    rows = bench_onnx(models, settings)
-    if torch_models:
-        rows += bench_torch(torch_models, onnx_input_shape(models["pruned"]), settings)
+    total = timing_rounds(settings, bool(torch_models))
+    with tqdm(total=total, desc=f"timing {len(models)} models", unit="round", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as rounds:  # fmt: skip
+        rows = bench_onnx(models, settings, rounds)
+        if torch_models:
+            rows += bench_torch(torch_models, onnx_input_shape(models["pruned"]), settings, rounds)
+    if progress and settings.memory:
+        tqdm.write(f"measuring peak memory: one process per model and provider ({len(models)} models)",
+                   file=sys.stderr)  # fmt: skip
     gains = [gain for against in ("baseline", "baseline_int8") if against in models
              for gain in speedups(rows, facts, against)]  # fmt: skip
     ship = file_to_ship(rows, [label for label in ("pruned", "int8") if label in models])
@@ -263,7 +275,11 @@ def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: 
 
 
 def bench_run(
-    run: RunDirectory, settings: BenchSettings, with_torch: bool = True, model_file: Path | None = None
+    run: RunDirectory,
+    settings: BenchSettings,
+    with_torch: bool = True,
+    model_file: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Benchmark a run's exports against each other (and the torch models), into the run's report.
 
@@ -280,7 +296,7 @@ def bench_run(
             torch_models = {"pruned": pruned_model(run_settings, _exported_model_file(run))}
             if "baseline" in models:
                 torch_models["baseline"] = baseline_model(run_settings, run.head)
-        result = bench_files(models, settings, torch_models)
+        result = bench_files(models, settings, torch_models, progress)
         write_json(run.bench_json, result)
         refresh_run_report(run)
     return result

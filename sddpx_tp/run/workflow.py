@@ -24,6 +24,7 @@ from sddpx_tp.api import PreparedRun, PruneResult, ResumePoint, prepare, run_pre
 from sddpx_tp.data.fingerprints import file_digest, folder_fingerprint
 from sddpx_tp.data.references import ImageSet, check_labels, load_image_folder, printable
 from sddpx_tp.errors import Interrupted, SettingError, UserError, literal
+from sddpx_tp.metrics import output_accuracy
 from sddpx_tp.models.checkpoint import save_full_model, save_pruned
 from sddpx_tp.models.registry import ModelSpec
 from sddpx_tp.pruning.head import save_head
@@ -32,6 +33,7 @@ from sddpx_tp.run.folder import RunDirectory
 from sddpx_tp.run.rebuild import count_outputs, resolve, restricted_architecture, source_model, with_overrides
 from sddpx_tp.run.report import write_report
 from sddpx_tp.run.settings import RunSettings
+from sddpx_tp.text import markdown_text
 
 
 @dataclass
@@ -88,9 +90,16 @@ def read_inputs(settings: RunSettings, warn: Callable[[str], None] | None = None
         digests[role] = [file_digest(path) for path in image_set.files]
         skipped = [path for path, _ in image_set.skipped]
         inputs.fingerprints[role] = folder_fingerprint(image_set.files, digests[role], skipped)
-        for path, _ in image_set.skipped:
-            message = f"skipped unreadable {role} image {printable(path)}"
+        for path, reason in image_set.skipped:
+            message = f"skipped unreadable {role} image {printable(path)}: {reason}"
             warn(message) if warn is not None else warnings.warn(message, stacklevel=2)
+        if image_set.ignored:  # photos in a format not read (HEIC from a phone): said, not passed over
+            kinds = ", ".join(sorted({path.suffix for path in image_set.ignored}))
+            message = (f"{len(image_set.ignored)} {role} files ({kinds}) were not read: sddpx-tp reads JPEG, PNG, "
+                       f"BMP, GIF, TIFF, WebP and PPM/PGM; convert them to use them ({printable(image_set.ignored[0])}"
+                       f"{', ...' if len(image_set.ignored) > 1 else ''})")  # fmt: skip
+            warn(message) if warn is not None else warnings.warn(message, stacklevel=2)
+            inputs.notes.append(message)
         if image_set.skipped:
             inputs.notes.append(
                 f"{len(image_set.skipped)} unreadable {role} images were skipped: "
@@ -264,6 +273,24 @@ def class_table(images: ImageSet, spec: ModelSpec, new_head: bool = False) -> li
     ]
 
 
+def _among_chosen_note(inputs: RunInputs) -> str:
+    """The model's own head, cut to the chosen classes: say that accuracy is among them, and what the unpruned
+    model scores over all its outputs on the same images (a tabby folder can be 100 % among two classes and
+    0 % "tabby" among 1,000)."""
+    judged, which = (
+        (inputs.evaluation, "held-out") if inputs.evaluation is not None else (inputs.references, "reference")
+    )
+    outputs = count_outputs(inputs.model, inputs.spec)
+    full = output_accuracy(inputs.model, judged.images, judged.labels, judged.classes)
+    per_class = ", ".join(f"{markdown_text(folder)} {accuracy:.1%}" for folder, accuracy in zip(judged.folders, full,
+                                                                                              strict=True))  # fmt: skip
+    return (
+        f"Accuracies are among the {len(judged.classes)} chosen classes only: the pruned model keeps their "
+        f"outputs (of the model's {outputs}), so every image is called one of them. Over all {outputs} outputs "
+        f"the unpruned model calls the {which} images right: {per_class}."
+    )
+
+
 def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, inputs: RunInputs) -> dict[str, Any]:
     assert settings.resolved is not None
     metadata = {
@@ -294,6 +321,8 @@ def _finish(run: RunDirectory, result: PruneResult, settings: RunSettings, input
                 "references, held back from the head's fit and refits, the relevance and the repairs."
             )
         )
+    elif count_outputs(inputs.model, inputs.spec) > len(inputs.references.classes):
+        notes.append(_among_chosen_note(inputs))
     classes = class_table(inputs.references, inputs.spec, new_head=result.head is not None)
     report = write_report(run, result.trajectory, settings.to_dict(), classes, notes)
     # The pruned model last: its presence is what makes the run finished (export, bench and report need it).

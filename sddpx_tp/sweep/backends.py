@@ -32,6 +32,10 @@ class Backend(Protocol):
 
     def device(self) -> str: ...
 
+    def describe(self) -> str:
+        """Where the cells run, for a person: "2 local worker processes"."""
+        ...
+
     def run(self, tasks: Sequence[CellTask], on_outcome: OnOutcome) -> None: ...
 
 
@@ -52,6 +56,9 @@ class LocalBackend:
 
     def device(self) -> str:
         return "cpu"
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"
 
     def run(self, tasks: Sequence[CellTask], on_outcome: OnOutcome) -> None:
         if not tasks:
@@ -131,6 +138,10 @@ class RayBackend:
 
     def device(self) -> str:
         return "cuda" if self.gpus_per_cell > 0 else "cpu"
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+        return f"{where}, {self.cpus_per_cell:g} CPUs a cell"
 
     def run(self, tasks: Sequence[CellTask], on_outcome: OnOutcome) -> None:
         if not tasks:

@@ -13,13 +13,17 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import math
 import re
 import string
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sddpx_tp.errors import SettingError
+from tqdm.auto import tqdm
+
+from sddpx_tp.errors import SettingError, literal
 from sddpx_tp.lrp.relevance import RelevanceConfig
 from sddpx_tp.pruning.config import PruneConfig
 from sddpx_tp.pruning.method_registry import check_config
@@ -29,7 +33,14 @@ from sddpx_tp.sweep.config import FashionData, SweepConfig
 from sddpx_tp.sweep.reader import ConfigError
 
 MAX_ID_LENGTH = 120  # folder names stay well below the 255 bytes file systems allow
+# A sweep makes at most this many cells unless asked for more: checking 10^5 cells takes minutes before
+# the first runs, and running them days. A mistyped grid is refused at once, not after the planning.
+MAX_CELLS = 1000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+class GridTooLarge(SettingError, ConfigError):
+    """A grid with more cells than the sweep was allowed (``max_cells``): refused before any is made."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +126,36 @@ def combinations(config: SweepConfig) -> list[dict[str, Any]]:
     return [{"method": method, **row} for row in rows]
 
 
-def cells(config: SweepConfig, out: Path) -> list[Cell]:
-    """Every cell of the sweep whose folder is ``out``; raises :class:`ConfigError` if any cell is invalid."""
+def cell_count(config: SweepConfig) -> int:
+    """How many cells ``config`` makes (models x class subsets x grid values), without making them."""
+    return len(config.models) * len(config.subsets) * math.prod(len(values) for values in config.grid.values())
+
+
+def check_cell_count(config: SweepConfig, max_cells: int = MAX_CELLS) -> int:
+    """The cell count, or :class:`ConfigError` when it is above ``max_cells``."""
+    count = cell_count(config)
+    if count > max_cells:
+        factors = [f"{len(config.models)} models", f"{len(config.subsets)} class subsets",
+                   *(f"{len(values)} {axis}" for axis, values in config.grid.items())]  # fmt: skip
+        raise GridTooLarge(
+            f"sweep config {literal(config.path)}: {count:,} cells ({literal(' x '.join(factors))}), above the "
+            f"{max_cells:,} a sweep runs unless asked; narrow the grid, or allow more with {{max_cells}} {count}"
+        )
+    return count
+
+
+def cells(config: SweepConfig, out: Path, max_cells: int = MAX_CELLS, progress: bool = False) -> list[Cell]:
+    """Every cell of the sweep whose folder is ``out``; raises :class:`ConfigError` if any cell is invalid or
+    there are more than ``max_cells``. ``progress``: a bar on stderr while the cells are checked."""
+    count = check_cell_count(config, max_cells)
     references, evaluation, labels = data_folders(config, out / "data")
     per_class = None if isinstance(config.data, FashionData) else config.data.per_class
     strict = not isinstance(config.data, FashionData) and config.data.strict
     prune_configs = []
-    for combination in combinations(config):
+    grid = combinations(config)
+    checking = tqdm(grid, desc=f"checking {count:,} cells", unit="setting", file=sys.stderr,
+                    disable=not progress or count < 200, leave=False)  # fmt: skip
+    for combination in checking:
         grid_only = {axis: value for axis, value in combination.items() if axis in config.grid}
         try:
             prune_config_ = prune_config(config, grid_only)

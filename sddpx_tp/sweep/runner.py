@@ -35,7 +35,7 @@ from sddpx_tp.run.owned_folder import MARKER, OwnedFolder
 from sddpx_tp.sweep.backends import Backend
 from sddpx_tp.sweep.cells import CellOutcome, CellTask, is_finished
 from sddpx_tp.sweep.config import FASHION_FOLDERS, FashionData, FolderData, SweepConfig
-from sddpx_tp.sweep.grid import Cell, cells
+from sddpx_tp.sweep.grid import MAX_CELLS, Cell, cells
 from sddpx_tp.sweep.results import RESULT_FILES, write_results
 
 FORMAT = "sddpx-tp/sweep/1"
@@ -121,16 +121,18 @@ def run_sweep(
     *,
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
+    max_cells: int = MAX_CELLS,
 ) -> dict[str, Any]:
     """Run every cell of ``config`` not yet finished in the sweep folder ``out``; returns the results table.
 
     ``notify`` receives one line per event worth a user's eye (a failed cell, a cell's warning; default:
     stderr, above the progress bar). Raises :class:`~sddpx_tp.errors.Interrupted` on SIGINT, after the
-    running cells reached their last accepted step: a rerun continues the sweep."""
+    running cells reached their last accepted step: a rerun continues the sweep. A grid of more than ``max_cells``
+    cells is refused before anything is made (:class:`~sddpx_tp.sweep.grid.GridTooLarge`)."""
     say = notify or (lambda line: tqdm.write(line, file=sys.stderr))
     folder = SweepFolder(out)
     folder.check(config)
-    planned = cells(config, folder.path)
+    planned = cells(config, folder.path, max_cells, progress)
     fashion = _read_fashion() if isinstance(config.data, FashionData) and not _data_written(folder) else None
     threads = config.threads or backend.threads_per_cell()
     with folder.owned.writing(reuse=folder.owned.is_ours()):
@@ -149,6 +151,10 @@ def run_sweep(
             for cell in planned
             if not is_finished(str(folder.cell(cell.id)))
         ]
+        if progress and tasks:  # what will happen, before it does: the bar's time left comes with the first cells
+            finished = len(planned) - len(tasks)
+            say(f"sweep: {len(planned)} cells{f' ({finished} finished before)' if finished else ''}; {len(tasks)} to "
+                f"run on {backend.describe()}, {threads} torch thread{'s' if threads != 1 else ''} a cell")  # fmt: skip
         bar = tqdm(
             total=len(planned),
             initial=len(planned) - len(tasks),
