@@ -20,6 +20,8 @@ from sddpx_tp.data.class_folders import natural_order, similar_names
 from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.errors import UserError
 from sddpx_tp.models.registry import ModelSpec, imagenet_class_names
+from sddpx_tp.pruning.session import StepRecord
+from sddpx_tp.run.plots import plot_accuracy, speed_axis
 
 SPEC = ModelSpec("m", input_size=8, resize_size=8)
 
@@ -115,3 +117,30 @@ def test_the_report_says_accuracy_is_among_the_chosen_classes(data: dict[str, Pa
     among = next(note for note in notes if note.startswith("Accuracies are among the 2 chosen classes"))
     assert "(of the model's 10)" in among and "Over all 10 outputs the unpruned model" in among
     assert among in (run / "report.md").read_text()
+
+
+def _record(step: int, rate: float, accuracy: list[float], **extra: object) -> StepRecord:
+    return StepRecord(step=step, filter_rate=rate, filters=100, params=100, macs=100, params_ratio=1.0,
+                      macs_ratio=1.0 - 0.9 * rate, reference_accuracy=accuracy, reference_harmonic_mean=0.5,
+                      eval_accuracy=accuracy, eval_harmonic_mean=0.5, seconds=0.0, relevance_passes=0, evaluations=0,
+                      attempts=0, attempt_harmonic_means=[], **extra)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_the_accuracy_plot_takes_many_classes_without_a_warning(tmp_path: Path) -> None:
+    classes = 30  # identical curves too: every class at the same accuracy
+    trajectory = [_record(step, step / 10, [1.0 - step / 20] * classes) for step in range(10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Tight layout not applied" leaked out before
+        plot_accuracy(trajectory, [f"class {index}" for index in range(classes)], tmp_path / "accuracy.png")
+    with Image.open(tmp_path / "accuracy.png") as image:
+        assert image.size[0] > image.size[1]  # two panels side by side, the legend beside them
+
+
+def test_the_speed_panel_prefers_measured_then_predicted_then_macs() -> None:
+    measured = [_record(0, 0.0, [1.0], speedup=1.0, predicted_ms=4.0), _record(1, 0.5, [1.0], speedup=3.0,
+                                                                                predicted_ms=1.0)]  # fmt: skip
+    assert speed_axis(measured) == ([1.0, 3.0], "measured speedup (ONNX Runtime CPU, batch 1)")
+    predicted = [_record(0, 0.0, [1.0], predicted_ms=4.0), _record(1, 0.5, [1.0], predicted_ms=1.0)]
+    assert speed_axis(predicted) == ([1.0, 4.0], "speedup predicted by the latency table")
+    counted = [_record(0, 0.0, [1.0]), _record(1, 0.5, [1.0])]  # MACs x0.55: 1/0.55 fewer
+    assert speed_axis(counted)[0] == pytest.approx([1.0, 1 / 0.55])

@@ -6,17 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt
-
 from sddpx_tp.environment import environment
-from sddpx_tp.files import atomic_write, write_json, write_text
+from sddpx_tp.files import write_json, write_text
 from sddpx_tp.metrics import auc_lowest_class, normalized_auc
 from sddpx_tp.pruning.accuracy_target import JUDGES, AccuracyTarget, judge_of, recommended_record, target_lost
 from sddpx_tp.pruning.session import StepRecord
 from sddpx_tp.run.folder import RunDirectory
+from sddpx_tp.run.plots import plot_accuracy
 from sddpx_tp.text import markdown_text, plot_text
 
 
@@ -86,27 +82,6 @@ def ending(trajectory: list[StepRecord], settings: dict[str, Any]) -> str:
     if config.get("stop_at_target") and target_lost(trajectory, target_of(settings)):
         return "accuracy target"
     return "max rate"
-
-
-def plot_accuracy(trajectory: list[StepRecord], class_labels: list[str], path: Path) -> None:
-    """Per-class accuracy against filter rate: held-out solid (when present), references dashed."""
-    rates = [record.filter_rate for record in trajectory]
-    figure, axis = plt.subplots(figsize=(7, 4.2))
-    for index, label in enumerate(class_labels):
-        line = axis.plot(rates, [r.reference_accuracy[index] for r in trajectory], "--", alpha=0.6)[0]
-        if trajectory[0].eval_accuracy is not None:
-            axis.plot(rates, [r.eval_accuracy[index] for r in trajectory], "-", color=line.get_color(), label=label)  # type: ignore[index]
-        else:
-            line.set_label(f"{label} (references)")
-    axis.set_xlabel("filter rate (removed filters / original filters)")
-    axis.set_ylabel("per-class accuracy")
-    axis.set_ylim(-0.02, 1.02)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower left", fontsize=8)
-    axis.set_title("solid: held-out images, dashed: reference images" if trajectory[0].eval_accuracy else "")
-    figure.tight_layout()
-    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
-    plt.close(figure)
 
 
 def _percent(value: float | None) -> str:
@@ -179,7 +154,7 @@ def render_markdown(report: dict[str, Any], class_labels: list[str], plot_name: 
     if blocks:  # --blocks: depth before width
         lines += ["", f"Residual blocks removed whole before the channels (their shortcuts stay), step by step. "
                   f"Removed whole: {', '.join(blocks)}."]  # fmt: skip
-    lines += ["", f"![per-class accuracy against filter rate]({plot_name})", ""]
+    lines += ["", f"![per-class accuracy against filter rate and against speed]({plot_name})", ""]
     lines += _layers_section(trajectory, source)
     lines += _export_section(report.get("export"))
     lines += _benchmark_section(report.get("benchmark"))
