@@ -19,6 +19,7 @@ from sddpx_tp.cli import main
 from sddpx_tp.data.class_folders import natural_order, similar_names
 from sddpx_tp.data.references import load_image_folder
 from sddpx_tp.errors import UserError
+from sddpx_tp.export.onnx import read_metadata
 from sddpx_tp.models.registry import ModelSpec, imagenet_class_names
 from sddpx_tp.pruning.session import StepRecord
 from sddpx_tp.run.plots import plot_accuracy, speed_axis
@@ -144,3 +145,18 @@ def test_the_speed_panel_prefers_measured_then_predicted_then_macs() -> None:
     assert speed_axis(predicted) == ([1.0, 4.0], "speedup predicted by the latency table")
     counted = [_record(0, 0.0, [1.0]), _record(1, 0.5, [1.0])]  # MACs x0.55: 1/0.55 fewer
     assert speed_axis(counted)[0] == pytest.approx([1.0, 1 / 0.55])
+
+
+def test_the_exported_file_says_its_classes_and_preprocessing(finished_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    exported = CliRunner().invoke(main, ["export", str(finished_run), "--onnx", str(target)])
+    assert exported.exit_code == 0, exported.stderr
+    settings = json.loads((finished_run / "state.json").read_text())["settings"]
+    folders = settings["resolved"]["class_folders"]
+    for path in (target, target.with_name("baseline.onnx")):
+        metadata = read_metadata(path)
+        assert json.loads(metadata["class_folders"]) == folders
+        assert json.loads(metadata["source_outputs"]) == settings["resolved"]["classes"]
+        preprocessing = json.loads(metadata["preprocessing"])
+        assert (preprocessing["input_size"], preprocessing["resize_size"]) == (32, 32)
+        assert preprocessing["mean"] == pytest.approx([0.286] * 3) and "centre-crop" in preprocessing["steps"]

@@ -43,6 +43,7 @@ from sddpx_tp.export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 from sddpx_tp.files import atomic_write, write_json
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models.classifier import check_finite
+from sddpx_tp.run.deployment import deployment_metadata
 from sddpx_tp.run.folder import RunDirectory
 from sddpx_tp.run.owned_folder import file_locks
 from sddpx_tp.run.quantize import (
@@ -88,8 +89,10 @@ def export_models(
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
     derive: Callable[[dict[Path, Path], Path], dict[Path, Path]] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Export each model to its path, checked against torch on ``images``: all of them or none.
+    ``metadata``: entries written into every file (besides its MACs).
 
     Every file is exported into a staging folder and moved into place only when all
     passed the checker and the parity check; otherwise nothing is written and the error
@@ -109,7 +112,7 @@ def export_models(
         for path, model in models.items():
             macs = count_macs(model, images[:1])
             parities[path] = export_onnx(model, images, staged[path], images, opset=opset, tolerance=tolerance,
-                                         metadata={"macs": str(macs)})  # fmt: skip
+                                         metadata={**(metadata or {}), "macs": str(macs)})  # fmt: skip
         derived = derive(dict(staged), staging) if derive else {}
         for path, file in {**staged, **derived}.items():
             os.replace(file, path)
@@ -183,7 +186,8 @@ def export_run(
             return {quantized: staging / "quantized.onnx", baseline_quantized: unpruned_int8}
 
         facts = export_models(models, images, force=force, opset=opset, tolerance=tolerance,
-                              derive=with_quantized if quantized else None)  # fmt: skip
+                              derive=with_quantized if quantized else None,
+                              metadata=deployment_metadata(settings))  # fmt: skip
         results = dict(zip(["model", "baseline"], facts, strict=False))
         recommended = run.report().get("recommended")
         is_recommended = recommended is not None and recommended["step"] == record["step"]
