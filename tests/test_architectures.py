@@ -50,8 +50,9 @@ def test_required_names_are_listed_and_unsupported_ones_are_not() -> None:
     names = set(available_models())
     required = {"resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d", "efficientnet-lite0"}
     required |= {f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn")}
+    required |= {"mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b7", "efficientnet_v2_s"}
     assert required <= names
-    assert not names & {"vit_b_16", "convnext_tiny", "efficientnet_b0", "densenet121", "mobilenet_v3_small"}
+    assert not names & {"vit_b_16", "convnext_tiny", "densenet121", "regnet_y_400mf", "shufflenet_v2_x0_5"}
 
 
 def test_the_listing_agrees_with_the_checks_on_every_torchvision_classifier() -> None:
@@ -147,7 +148,7 @@ def test_family_lookup_alone_does_not_check() -> None:
         support_for(model)
 
 
-@pytest.mark.parametrize(("name", "problem"), [("vit_b_16", "LayerNorm"), ("efficientnet_b0", "SiLU")])
+@pytest.mark.parametrize(("name", "problem"), [("vit_b_16", "LayerNorm"), ("densenet121", "cat")])
 def test_unsupported_torchvision_names_are_refused_naming_the_problem(name: str, problem: str, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedArchitectureError, match=problem) as caught:
         create_model(name, random_init=True)

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 from torch import nn
 from torchvision import models as tv
+from torchvision.models.efficientnet import EfficientNet
 from torchvision.models.mobilenetv2 import MobileNetV2
+from torchvision.models.mobilenetv3 import MobileNetV3
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops import StochasticDepth
 from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
 from zennit.torchvision import ResNetCanonizer
 
@@ -30,9 +33,11 @@ from sddpx_tp.lrp.canonizers import (
     check_plain_feed_forward,
     efficientnet_lite_canonizers,
     efficientnet_types,
+    gated_mobile_canonizers,
     mobilenet_v2_canonizers,
     refuse_foreign_inverted_residuals,
     refuse_squeeze_excitation,
+    squeeze_excitation_convs,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,6 +86,10 @@ class ArchitectureSupport:
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     classifier: Callable[[nn.Module], str] = last_linear  # qualified name of the class head
     torchvision_modules: tuple[str, ...] = ()  # modules of the torchvision builders that make this family
+    # (squeeze conv, excite conv) of each gate x * g(x): relevance treats g as a constant weight, so the gate's
+    # convs get none and are not ranked; the squeeze channels are not pruned (the excite conv's outputs go with
+    # the channels it gates).
+    gates: Callable[[nn.Module], list[tuple[str, str]]] = lambda model: []
 
     def check(self, model: nn.Module) -> None:
         """Raise :class:`UnsupportedArchitectureError` if relevance through ``model`` would be wrong."""
@@ -105,6 +114,22 @@ MOBILENET_V2 = ArchitectureSupport(
     matches=lambda model: isinstance(model, MobileNetV2),
     canonizers=mobilenet_v2_canonizers,
     torchvision_modules=("torchvision.models.mobilenetv2",),
+)
+MOBILENET_V3 = ArchitectureSupport(
+    family="mobilenet_v3",  # squeeze-excitation gates, hardswish
+    matches=lambda model: isinstance(model, MobileNetV3),
+    canonizers=gated_mobile_canonizers,
+    extra_leaf_types=(nn.Hardswish, nn.Hardsigmoid),
+    gates=squeeze_excitation_convs,
+    torchvision_modules=("torchvision.models.mobilenetv3",),
+)
+EFFICIENTNET = ArchitectureSupport(
+    family="efficientnet",  # torchvision's B0-B7 and V2: squeeze-excitation gates, SiLU, stochastic depth
+    matches=lambda model: isinstance(model, EfficientNet),
+    canonizers=gated_mobile_canonizers,
+    extra_leaf_types=(nn.SiLU, nn.Sigmoid, StochasticDepth),  # the sigmoid only inside gates
+    gates=squeeze_excitation_convs,
+    torchvision_modules=("torchvision.models.efficientnet",),
 )
 PLAIN_FEED_FORWARD = ArchitectureSupport(
     family="plain feed-forward",  # VGG, AlexNet, plain conv nets: anything the fx check accepts
@@ -135,7 +160,8 @@ def _efficientnet_lite() -> ArchitectureSupport | None:
 def families() -> tuple[ArchitectureSupport, ...]:
     """Every record, in the order they are tried; the plain feed-forward one matches anything, so comes last."""
     lite = _efficientnet_lite()
-    return (RESNET, MOBILENET_V2, *([lite] if lite is not None else []), PLAIN_FEED_FORWARD)
+    lite_records = [lite] if lite is not None else []
+    return (RESNET, MOBILENET_V2, MOBILENET_V3, EFFICIENTNET, *lite_records, PLAIN_FEED_FORWARD)
 
 
 def family_of(model: nn.Module) -> ArchitectureSupport:

@@ -29,8 +29,10 @@ from tqdm.auto import tqdm
 from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES
 from zennit.core import Composite
+from zennit.rules import Pass
 
-from sddpx_tp.lrp.architectures import ArchitectureSupport, canonizers_for
+from sddpx_tp.lrp.architectures import ArchitectureSupport, canonizers_for, support_for
+from sddpx_tp.lrp.canonizers import ConstantGate
 from sddpx_tp.lrp.fast_relevance import channels_last, fast_relevance
 
 Aggregation = Literal["dpx", "px"]
@@ -102,7 +104,10 @@ def filter_relevance(
     stderr over the chunks of images when there are many (1,000 classes of references take minutes).
     """
     config = config or RelevanceConfig()
-    per_layer = layer_relevance(model, references, conv_layers(model), config, support, progress)
+    support = support or support_for(model)
+    gated = {name for pair in support.gates(model) for name in pair}  # constants to LRP: no relevance reaches them
+    layers = {name: module for name, module in conv_layers(model).items() if name not in gated}
+    per_layer = layer_relevance(model, references, layers, config, support, progress)
     scores = {}
     for name, relevance in per_layer.items():
         # DPX: sum of |R| over images and space. PX: sum over images of |sum over space of R|.
@@ -216,7 +221,8 @@ def _zennit_pass(
     config: RelevanceConfig,
     canonizers: list[Canonizer],
 ) -> dict[str, LayerRelevance]:
-    composite: Composite = COMPOSITES[config.composite](canonizers=canonizers)
+    # A gate's product passes its relevance whole (sddpx_tp.lrp.canonizers.ConstantGate).
+    composite: Composite = COMPOSITES[config.composite](canonizers=canonizers, layer_map=[(ConstantGate, Pass())])
     results: dict[str, LayerRelevance] = {}
     handles = []
 

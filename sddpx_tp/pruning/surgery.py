@@ -20,6 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from sddpx_tp.lrp.architectures import family_of
 from sddpx_tp.lrp.importance import LRPImportance
 from sddpx_tp.models.classifier import classifier_name
 from sddpx_tp.pruning.compensation import InputMeans, compensate
@@ -63,7 +64,10 @@ class PrunableModel:
         self.example_input = example_input[:2]
         self.min_channels = min_channels
         self.round_to = round_to
-        self.ignored = [model.get_submodule(classifier_name(model))]
+        # The classifier's outputs are the classes; a gate's squeeze channels carry no relevance (the gate is a
+        # constant weight to LRP, sddpx_tp.lrp.architectures), so neither is pruned.
+        squeezes = [model.get_submodule(squeeze) for squeeze, _ in family_of(model).gates(model)]
+        self.ignored = [model.get_submodule(classifier_name(model)), *squeezes]
         # Each conv's and linear layer's current output channels, as indices in the unpruned model
         # (what a reconstruction targets; torch-pruning keeps layer names, not channel indices).
         layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
