@@ -32,9 +32,21 @@ class BlocksComparison:
         return blocks.table(load(results, self.source)) + "\n"
 
 
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """``blocks.py --variants costs``: how well the latency table predicts each measured step (issue 31's 15 %)."""
+
+    source: str
+
+    def render(self, results: Path) -> str:
+        return blocks.prediction_table(load(results, self.source)) + "\n"
+
+
 SPEED_TABLES: dict[str, Renders] = {
     # ship-speed.md
     "ship_speed_lite0": ShipSpeed("results/ship_speed_lite0.json"),
     "ship_speed_lite0_blocks": ShipSpeed("results/ship_speed_lite0_blocks.json"),
     "blocks_resnet18": BlocksComparison("results/blocks_resnet18.json"),
+    "cost_resnet18": BlocksComparison("results/cost_resnet18.json"),
+    "latency_prediction_resnet18": LatencyPrediction("results/cost_resnet18.json"),
 }

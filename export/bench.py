@@ -303,6 +303,19 @@ def markdown_table(rows: list[dict[str, Any]], gains: list[dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
+def memory_table(rows: list[dict[str, Any]]) -> str:
+    """Each session's peak memory (what creating it and running one batch adds to a fresh process), as
+    Markdown; empty when it was not measured."""
+    if not rows:
+        return ""
+    lines = ["| provider | model | batch | threads | session peak memory |", "|---|---|---|---|---|"]
+    for row in rows:
+        peak = row["session_peak_bytes"]
+        shown = "not measured" if peak is None else f"{peak / 2**20:.1f} MiB"
+        lines.append(f"| {row['provider']} | {row['model']} | {row['batch']} | {row['threads']} | {shown} |")
+    return "\n".join(lines)
+
+
 def file_to_ship(rows: list[dict[str, Any]], candidates: list[str]) -> dict[str, Any] | None:
     """The fastest of ``candidates`` (labels of models that keep the accuracy: the pruned fp32 model, and
     its int8 one when export admitted it) in ONNX Runtime at batch 1 on the first provider and the fewest

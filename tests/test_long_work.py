@@ -111,3 +111,12 @@ def test_a_long_relevance_pass_shows_its_chunks(capsys: pytest.CaptureFixture[st
     assert torch.equal(quiet["0"], shown["0"])  # the bar changes nothing computed
     filter_relevance(model, (references[0][:64], references[1][:64]), progress=True)  # 4 chunks: too short to show
     assert "relevance" not in capsys.readouterr().err
+
+
+def test_bench_shows_each_sessions_peak_memory(tmp_path: Path) -> None:
+    model = _conv_onnx(tmp_path / "a.onnx", 4)
+    result = CliRunner().invoke(main, ["bench", str(model), "--batch", "1", "--threads", "1", "--runs", "3",
+                                       "--warmup", "0", "--provider", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "| provider | model | batch | threads | session peak memory |" in result.stdout
+    assert "| cpu | pruned | 1 | 1 |" in result.stdout and ("MiB |" in result.stdout or "not measured" in result.stdout)

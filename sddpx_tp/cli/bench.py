@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table, skipped_providers
+from sddpx_tp.export.bench import BenchSettings, check_providers, markdown_table, memory_table, skipped_providers
 from sddpx_tp.run.export import bench_files, bench_run
 from sddpx_tp.run.folder import RunDirectory
 
@@ -58,4 +58,9 @@ def bench_command(target: Path, **options: Any) -> None:
     if absent:  # said, not silently left out (the default asks for cpu and cuda); after the work: errors stay one line
         click.echo(f"sddpx-tp: note: {', '.join(absent)} not available in this onnxruntime: timed without it",
                    err=True)  # fmt: skip
-    click.echo(json.dumps(result) if options["as_json"] else markdown_table(result["latency"], result["speedups"]))
+    if options["as_json"]:
+        click.echo(json.dumps(result))
+        return
+    click.echo(markdown_table(result["latency"], result["speedups"]))
+    if result["memory"]:  # measured in a process of its own per model: shown, not only stored
+        click.echo("\n" + memory_table(result["memory"]))

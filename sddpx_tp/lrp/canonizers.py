@@ -214,6 +214,11 @@ def refuse_foreign_inverted_residuals(model: nn.Module) -> None:
         )
 
 
+# Said in each refusal.
+SUPPORTED = (
+    "torchvision ResNet, VGG, MobileNetV2, MobileNetV3, EfficientNet (B0-B7, V2), EfficientNet-Lite, "
+    "and plain conv nets"
+)
 # Functions and methods that a plain feed-forward graph may contain between modules.
 _SHAPE_ONLY_OPS = {torch.flatten, torch.reshape, operator.getitem, getattr}
 _SHAPE_ONLY_METHODS = {"view", "reshape", "flatten", "size", "contiguous"}
@@ -254,14 +259,14 @@ def check_plain_feed_forward(model: nn.Module) -> None:
     except Exception as error:
         raise UnsupportedArchitectureError(
             f"cannot trace {type(model).__name__} to check it for residual connections ({error}); "
-            "supported: torchvision ResNet, VGG, MobileNetV2, MobileNetV3, EfficientNet (B0-B7, V2), EfficientNet-Lite, and plain conv nets"
+            "supported: " + SUPPORTED
         ) from None
     for node in graph.nodes:
         if node.op == "call_function" and node.target not in _SHAPE_ONLY_OPS:
             raise UnsupportedArchitectureError(
                 f"{type(model).__name__} computes {getattr(node.target, '__name__', node.target)} "
                 f"between tensors at {node.name!r}; relevance through it would be wrong. "
-                "Supported: torchvision ResNet, VGG, MobileNetV2, MobileNetV3, EfficientNet (B0-B7, V2), EfficientNet-Lite, and plain conv nets"
+                "Supported: " + SUPPORTED
             )
         if node.op == "call_method" and node.target not in _SHAPE_ONLY_METHODS:
             raise UnsupportedArchitectureError(

@@ -263,9 +263,10 @@ def _quantized_lines(facts: dict[str, Any] | None, kind: str) -> list[str]:
 def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:
     if not benchmark:
         return []
-    from sddpx_tp.export.bench import markdown_table
+    from sddpx_tp.export.bench import markdown_table, memory_table
 
     machine = benchmark["environment"]
+    memory = memory_table(benchmark.get("memory") or [])
     return [
         "## Latency (median of interleaved runs)",
         "",
@@ -273,6 +274,7 @@ def _benchmark_section(benchmark: dict[str, Any] | None) -> list[str]:
         "",
         markdown_table(benchmark["latency"], benchmark["speedups"]),
         "",
+        *([memory, ""] if memory else []),
         *_ship_lines(benchmark.get("ship")),
     ]
 
