@@ -1,8 +1,11 @@
-"""Depth before width: does removing whole residual blocks hand out a faster model at kept accuracy? (issue 31)
+"""Depth before width, and cost: which variant hands out the fastest model at kept accuracy? (issue 31)
 
     python benchmarks/blocks.py --seeds 0 1 2 3 4 --out results/blocks_tune.json
     python benchmarks/blocks.py --seeds 5 6 7 8 9 --out results/blocks_resnet18.json
     python benchmarks/blocks.py --out results/blocks_resnet18.json --table
+    python benchmarks/blocks.py --variants costs --max-rate 0.97 --seeds 0 1 2 3 4 --out results/cost_tune.json
+    python benchmarks/blocks.py --variants costs --max-rate 0.97 --seeds 5 6 7 8 9 --out results/cost_resnet18.json
+    python benchmarks/blocks.py --out results/cost_resnet18.json --prediction
 
 The Fashion-MNIST ResNet-18 tasks of ``benchmarks/step_rule.py`` (10-class source at 32 px, two
 classes a task, 30 references a class; the test split's 200 judging images a class are ``--eval``
@@ -14,6 +17,13 @@ interleaved with the unpruned model in fp32 and in int8 (what a user gets withou
 QDQ, per-channel, calibrated on the references upsampled), ``--runs`` runs each. The target is kept
 when the check images' mean per-class accuracy is at least 0.95 of the unpruned model's and every
 class at least 0.9 of its own. Resumable per task and variant.
+
+``--variants costs`` compares steps and ranking in filters, MACs and latency (``cost="latency"``, with
+a latency table measured on the unpruned model at 224 px, 1 thread, as the models are timed; cached
+in ``results/cache/latency``), blocks off and on. For the latency variants every accepted step is
+also exported at 224 px and timed against the unpruned model (20 interleaved runs): the table's
+predicted latency (the unpruned model's measured latency times the predicted ratio) against the
+measured one, the issue's 15 % check (``--prediction`` prints it).
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from step_rule import correct, per_class, source_model, split_test_images, task_
 from sddpx_tp.api import prune
 from sddpx_tp.data.fashion import class_subset, load_split
 from sddpx_tp.export.bench import BenchSettings, bench_onnx
+from sddpx_tp.export.latency import SpeedProbe
+from sddpx_tp.export.layer_latency import measure_latency_table
 from sddpx_tp.export.onnx import export_onnx
 from sddpx_tp.export.quantize import quantize_int8
 from sddpx_tp.metrics import count_macs
@@ -43,11 +55,34 @@ from sddpx_tp.pruning.config import PruneConfig
 SOURCE = "resnet18"
 
 
-def variants(floors: list[float]) -> dict[str, PruneConfig]:
-    found = {"default": PruneConfig.recommended(max_rate=0.9)}
+def variants(floors: list[float], which: str = "blocks", max_rate: float = 0.9) -> dict[str, PruneConfig]:
+    found = {"default": PruneConfig.recommended(max_rate=max_rate)}
     for floor in floors:
-        found[f"default, blocks {floor:g}"] = PruneConfig.recommended(max_rate=0.9, blocks=True, block_floor=floor)
+        found[f"default, blocks {floor:g}"] = PruneConfig.recommended(max_rate=max_rate, blocks=True,
+                                                                      block_floor=floor)  # fmt: skip
+    if which == "costs":
+        for cost in ("macs", "latency"):
+            found[f"default, cost {cost}"] = PruneConfig.recommended(max_rate=max_rate, cost=cost)
+        for floor in floors:
+            found[f"default, cost latency, blocks {floor:g}"] = PruneConfig.recommended(
+                max_rate=max_rate, cost="latency", blocks=True, block_floor=floor
+            )
     return found
+
+
+def _predictions(models: list[torch.nn.Module], predicted_ms: list[float], large: torch.Tensor
+                 ) -> list[dict[str, float]]:  # fmt: skip
+    """Each step's latency at 224 px, 1 thread, measured interleaved with the unpruned model, beside the table's
+    prediction: its own sum (raw) and the unpruned model's measured latency times the predicted ratio."""
+    rows = []
+    with SpeedProbe(models[0], large, threads=1, runs=20) as probe:
+        for index, model in enumerate(models):
+            probe(model)
+            assert probe.last_ms is not None
+            unpruned_ms, measured_ms = probe.last_ms
+            rows.append({"step": index, "measured_ms": measured_ms, "raw_predicted_ms": predicted_ms[index],
+                         "predicted_ms": unpruned_ms * predicted_ms[index] / predicted_ms[0]})  # fmt: skip
+    return rows
 
 
 def _time_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int
@@ -66,13 +101,18 @@ def _time_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: tor
 
 
 def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig, runs: int) -> dict[str, Any]:
+    large_example = torch.zeros(1, 3, 224, 224)
+    table = None
+    if config.cost == "latency":  # at the size and threads the models are timed at, not the 32 px they are pruned at
+        table = measure_latency_table(model, large_example, 1, cache_folder=Path("results/cache/latency"))
     classes, prepare = task_of(SOURCE, seed)
     train_images, train_labels = load_split("train")
     raw = class_subset(train_images, train_labels, classes, 30, seed)
     references = (prepare(raw[0]), raw[1])
     judging, check = split_test_images(classes, seed, prepare)
     config = config.replace(seed=seed)
-    result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False)
+    result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False,
+                   latency_table=table)  # fmt: skip
     chosen = recommended_record(result.trajectory, config.accuracy_target)
     position = {cls: index for index, cls in enumerate(classes)}
     positions = torch.tensor([position[int(label)] for label in check[1]])
@@ -81,6 +121,10 @@ def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig,
     large = F.interpolate(references[0], size=(224, 224), mode="bilinear", align_corners=False)
     latency = _time_at_224(result.models[0], result.models[chosen], large, runs)
     record = result.trajectory[chosen]
+    predictions = None
+    if table is not None:
+        predicted = [step.predicted_ms or 0.0 for step in result.trajectory]
+        predictions = _predictions(result.models, predicted, large)
     return {
         "seed": seed,
         "label": label,
@@ -101,6 +145,8 @@ def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig,
         "kept_on_check": keeps_target(check_accuracy[1], check_accuracy[0]),
         "seconds": result.trajectory[-1].seconds,
         "steps": len(result.trajectory),
+        "predictions": predictions,
+        "table_seconds": None if table is None else table.measuring_seconds,
     }
 
 
@@ -124,10 +170,39 @@ def table(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prediction_table(document: dict[str, Any]) -> str:
+    """Per latency variant and task: the median absolute error of the table's predicted latency over the run's
+    steps (calibrated on the unpruned model's measured latency, and raw), and the worst step's."""
+    lines = ["| variant | seed | steps | median abs. error | worst step | median abs. error, raw table sum |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for run in document["runs"]:
+        if not run.get("predictions"):
+            continue
+        errors = [abs(row["predicted_ms"] / row["measured_ms"] - 1) for row in run["predictions"]]
+        raw = [abs(row["raw_predicted_ms"] / row["measured_ms"] - 1) for row in run["predictions"]]
+        lines.append(f"| {run['label']} | {run['seed']} | {len(errors)} | {statistics.median(errors):.1%} | "
+                     f"{max(errors):.1%} | {statistics.median(raw):.1%} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--floors", type=float, nargs="+", default=[0.99])
+    parser.add_argument(
+        "--variants",
+        choices=["blocks", "costs"],
+        default="blocks",
+        help="blocks off and on (default), or also steps in MACs and in latency",
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=0.9,
+        help="of each variant's cost unit (0.97 with --variants costs: a cap in filters and one in "
+        "latency are not the same cap, so neither binds and the accuracy target decides)",
+    )
+    parser.add_argument("--prediction", action="store_true", help="only print the latency table's prediction check")
     parser.add_argument("--runs", type=int, default=50, help="timed runs of each model, interleaved")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
     parser.add_argument("--out", type=Path, default=Path("results/blocks_tune.json"))
@@ -136,12 +211,15 @@ def main() -> None:
     if args.table:
         print(table(read_results(args.out)))
         return
+    if args.prediction:
+        print(prediction_table(read_results(args.out)))
+        return
     torch.set_num_threads(args.threads)
     model = source_model(SOURCE)
     document = read_results(args.out)
     done = {(run["seed"], run["label"]) for run in document["runs"]}
     for seed in args.seeds:
-        for label, config in variants(args.floors).items():
+        for label, config in variants(args.floors, args.variants, args.max_rate).items():
             if (seed, label) in done:
                 continue
             run = run_task(model, seed, label, config, args.runs)

@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
     parser.add_argument("--configs", choices=sorted(CONFIGS), default="main")
     parser.add_argument("--only", nargs="+", help="run only these labels of the chosen configs")
-    parser.add_argument("--architecture", choices=["resnet18", "mobilenet_v2"], default="resnet18")
+    parser.add_argument("--architecture", choices=["resnet18", "mobilenet_v2", "mobilenet_v3_small"],
+                        default="resnet18")  # fmt: skip
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("results/ablation_resnet18.json"))
     parser.add_argument("--table", action="store_true", help="only print --out's summary as a markdown table")

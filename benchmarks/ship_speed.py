@@ -4,6 +4,7 @@
     python benchmarks/ship_speed.py --seeds 5 6 7 8 9 --out results/ship_speed_lite0.json  # times them
     python benchmarks/ship_speed.py --out results/ship_speed_lite0.json --table
     python benchmarks/ship_speed.py --blocks --seeds 5 6 7 8 9 --out results/ship_speed_lite0_blocks.json
+    python benchmarks/ship_speed.py --cost latency --seeds 5 6 7 8 9 --out results/ship_speed_lite0_latency.json
 
 The new user of issue 31: an ImageNet EfficientNet-Lite0 (real weights), two Fashion-MNIST
 classes at 224 px per task seed (the tasks of ``results/transfer.json``), 30 references a class,
@@ -19,6 +20,8 @@ every class at least 0.9 of its own. The file to ship is the fastest pruned file
 Resumable per task; stamped like every benchmark record. The ONNX files stay in
 ``results/cache/ship_speed/`` so that pruning (``--no-time``) and timing can run at different
 times: time them alone, on a quiet machine (each task's four files are compared inside one run).
+``--cost latency`` prunes with steps and ranking in latency, from a table measured on the unpruned model at
+1 thread, the setting the files are timed at (cached in ``results/cache/latency``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sddpx_tp.api import prune
 from sddpx_tp.data.fashion import CLASS_NAMES, class_subset, load_split
 from sddpx_tp.environment import environment
 from sddpx_tp.export.bench import BenchSettings, bench_onnx, model_facts
+from sddpx_tp.export.layer_latency import measure_latency_table
 from sddpx_tp.export.onnx import export_onnx
 from sddpx_tp.export.quantize import onnx_class_accuracy, quantize_int8
 from sddpx_tp.models.blocks import skipped_blocks
@@ -53,15 +57,20 @@ def keeps_target(accuracy: list[float], unpruned: list[float]) -> bool:
     return mean_kept and all(mine >= CLASS_KEPT * theirs for mine, theirs in zip(accuracy, unpruned, strict=True))
 
 
-def run_task(model: torch.nn.Module, source: str, seed: int, work: Path, blocks: bool = False) -> dict[str, Any]:
+def run_task(model: torch.nn.Module, source: str, seed: int, work: Path, blocks: bool = False,
+             cost: str = "filters") -> dict[str, Any]:  # fmt: skip
     """Prune one task, export and quantize its unpruned and recommended models, judge them on the check images."""
     classes, prepare = task_of(source, seed)
     train_images, train_labels = load_split("train")
     raw = class_subset(train_images, train_labels, classes, 30, seed)
     references = (prepare(raw[0]), raw[1])
     judging, check = split_test_images(classes, seed, prepare)
-    config = PruneConfig.recommended(head="fit", max_rate=0.9, seed=seed, blocks=blocks)
-    result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False)
+    config = PruneConfig.recommended(head="fit", max_rate=0.9, seed=seed, blocks=blocks, cost=cost)
+    table_ = None
+    if cost == "latency":  # timed as the files will be: batch 1, 1 thread
+        table_ = measure_latency_table(model, references[0][:1], 1, cache_folder=Path("results/cache/latency"))
+    result = prune(model, references, classes, config, evaluation=judging, keep_models=True, progress=False,
+                   latency_table=table_)  # fmt: skip
     chosen = recommended_record(result.trajectory, config.accuracy_target)
     first_miss = recommended_record(result.trajectory, config.replace(target_confidence=0.0).accuracy_target)
     positions = torch.tensor([classes.index(int(label)) for label in check[1]])
@@ -156,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=list(SOURCES), default="efficientnet-lite0")
     parser.add_argument("--blocks", action="store_true", help="prune with --blocks (whole blocks first)")
+    parser.add_argument("--cost", choices=["filters", "macs", "latency"], default="filters", help="prune with --cost")
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
     parser.add_argument("--runs", type=int, default=200, help="timed runs per file at batch 1")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
@@ -179,9 +189,8 @@ def main() -> None:
     for seed in args.seeds:
         if seed in done:
             continue
-        document["runs"].append(
-            run_task(model, args.source, seed, work / ("blocks" if args.blocks else ""), args.blocks)
-        )
+        folder = work / ("blocks" if args.blocks else "") / ("" if args.cost == "filters" else args.cost)
+        document["runs"].append(run_task(model, args.source, seed, folder, args.blocks, args.cost))
         write_results(args.out, document, source=args.source)
         print(f"seed {seed}: pruned and judged", flush=True)
     for run in document["runs"]:

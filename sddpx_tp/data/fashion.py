@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import mobilenet_v2, resnet18
+from torchvision.models import mobilenet_v2, mobilenet_v3_small, resnet18
 from tqdm.auto import tqdm
 
 from sddpx_tp.errors import UserError
@@ -193,7 +193,7 @@ def to_model_input(images: torch.Tensor, size: int = 32) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
-SOURCE_ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+SOURCE_ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "mobilenet_v3_small": mobilenet_v3_small}
 
 
 def source_model(architecture: str = "resnet18", classes: int = 10) -> nn.Module:
