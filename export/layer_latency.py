@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,12 @@ def measure_latency_table(
     table = LatencyTable(layers, runtime)
     if path is not None:
         text = json.dumps(table.to_dict())
-        atomic_write(path, lambda temporary: temporary.write_text(text))
+        try:
+            atomic_write(path, lambda temporary: temporary.write_text(text))
+        except OSError as error:  # a cache is a convenience: the run goes on with the table it measured
+            reason = error.strerror or type(error).__name__
+            warnings.warn(f"the latency table is not cached in {path.parent} ({reason}); it is measured again next "
+                          "time: set SDDPX_CACHE to a folder you can write", stacklevel=2)  # fmt: skip
     table.measuring_seconds = time.perf_counter() - started
     return table
 

@@ -193,3 +193,14 @@ def test_the_command_line_measures_caches_and_records_the_table(
     assert trajectory[-1]["predicted_ms"] < trajectory[0]["predicted_ms"]
     assert trajectory[0]["speed_seconds"] > 0  # the table's measuring, reported
     assert len(list((tmp_path / "cache" / "latency").glob("*.json"))) == 1
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="not cached in .*a-file/latency .*SDDPX_CACHE"):
+        table = measure_latency_table(model, torch.randn(1, 3, 8, 8), 1, runs=3, cache_folder=blocked / "latency",
+                                      progress=False)  # fmt: skip
+    assert set(table.layers) == {"0", "3"}
+    assert blocked.read_text() == "not a folder"
