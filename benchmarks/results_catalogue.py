@@ -134,6 +134,17 @@ TABLES: dict[str, Renders] = {
         ),
         (AUC, AUC_LOWEST, KEPT, SECONDS, VS_DPX),
     ),
+    "criteria_mobilenet_v3_small": Table(
+        "results/criteria_mobilenet_v3_small.json",
+        "MobileNetV3-Small (gated), task seeds 5-9",
+        (
+            ("dpx r16", "dpx, round_to 16 (LRP through the gates)"),
+            ("dpx r16, criterion random", "dpx, round_to 16, `--criterion random`"),
+            ("dpx r16, criterion taylor", "dpx, round_to 16, `--criterion taylor`"),
+            ("sd-dpx, new default (lstsq, ridge 0.1)", "**sd-dpx, the CLI default** (`lstsq`, ridge 0.1)"),
+        ),
+        (AUC, AUC_LOWEST, KEPT, SECONDS),
+    ),
     "repairs_mobilenet_v2": Table(
         "results/repairs_mobilenet_v2.json",
         "MobileNetV2, task seeds 5-9",

@@ -164,15 +164,21 @@ def skipped_providers(providers: Sequence[str]) -> list[str]:
     return [key for key in map(provider_key, providers) if key not in usable]
 
 
+def check_bench_inputs(models: Mapping[str, Path], settings: BenchSettings) -> tuple[int, int, int]:
+    """The models' common input shape, after checking they share one and its largest batch fits in memory."""
+    shapes = {label: onnx_input_shape(path) for label, path in models.items()}
+    if len(set(shapes.values())) > 1:
+        raise UserError(f"the models take different inputs and cannot be compared: {shapes}")
+    shape = next(iter(shapes.values()))
+    _check_input_memory(next(iter(models.values())), shape, max(settings.batch_sizes))
+    return shape
+
+
 def bench_onnx(
     models: Mapping[str, Path], settings: BenchSettings, rounds: Rounds | None = None
 ) -> list[dict[str, Any]]:
     """Latency of every model, per provider, thread count and batch size (interleaved); ``rounds`` counts them."""
-    shapes = {label: onnx_input_shape(path) for label, path in models.items()}
-    if len(set(shapes.values())) > 1:
-        raise UserError(f"the models take different inputs and cannot be compared: {shapes}")
-    channels, height, width = next(iter(shapes.values()))
-    _check_input_memory(next(iter(models.values())), (channels, height, width), max(settings.batch_sizes))
+    channels, height, width = check_bench_inputs(models, settings)
     rows = []
     for provider in check_providers(settings.providers):
         for threads in settings.threads:

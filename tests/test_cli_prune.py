@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, data: dict[str, Path], tmp_
 @pytest.mark.parametrize(
     ("folder", "expected"),
     # "CARDIGAN": spelt neither as the dog (Cardigan) nor as the sweater (cardigan), so ambiguous.
-    [("tabbby", "close matches: tabby"), ("CARDIGAN", "ambiguous"), ("n99999999", "not one of the ImageNet")],
+    [("tabbby", "similar names: tabby"), ("CARDIGAN", "ambiguous"), ("n99999999", "not one of the ImageNet")],
 )
 def test_imagenet_class_names_resolve_or_explain(
     folder: str, expected: str, data: dict[str, Path], tmp_path: Path

@@ -48,12 +48,14 @@ def test_a_macs_step_removes_its_share_of_the_macs() -> None:
     original = count_macs(model, references[0])
     # Measured independently on the final model. Each full step removes close to its share: channels of
     # neighbouring groups share weights (a filter's input slice of a removed input channel), so their summed
-    # costs overcount what removing both saves; the run goes on until the share of max_rate is removed.
+    # costs overcount what removing both saves; the run goes on until max_rate's share is (nearly) removed.
     assert result.trajectory[-1].macs == count_macs(result.model, references[0])
     assert result.trajectory[0].macs == original
     drops = [before - after for before, after in itertools.pairwise(ratios)]
     assert all(drop >= 0.8 * 0.2 for drop in drops[:2]), drops
-    assert ratios[-1] <= 1 - 0.6 + 1e-9
+    # max_rate is a cap no step passes (a channel's counted cost is never below what removing it saves), and
+    # the run ends short of it by less than a bundle.
+    assert 1 - 0.6 - 1e-9 <= ratios[-1] <= 1 - 0.6 + 0.01
     # Ranked per MAC, the run reaches its MACs with fewer filters than ranked by relevance alone needs.
     filters = prune(model, references, [0, 1], PruneConfig.paper(method="dpx", step=0.05, max_rate=0.9), progress=False)
     needed = next(record for record in filters.trajectory if record.macs_ratio <= ratios[-1])

@@ -174,7 +174,7 @@ def test_the_head_is_refit_on_the_pruned_backbone_or_kept(fashion_task: tuple, r
     model, references, _ = fashion_task
     # Fixed weights (no repair): with refit_head off the start's head must come through untouched.
     config = PruneConfig.recommended(
-        head="fit", refit_head=refit, max_rate=0.3, step=0.15, compensation="never", repair=()
+        head="fit", refit_head=refit, max_rate=0.35, step=0.15, compensation="never", repair=()
     )
     result = prune(model, references, [0, 6], config, progress=False)
     assert result.head is not None and result.trajectory[-1].filter_rate > 0.2

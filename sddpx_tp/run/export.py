@@ -31,6 +31,7 @@ from sddpx_tp.export.bench import (
     BenchSettings,
     bench_onnx,
     bench_torch,
+    check_bench_inputs,
     file_to_ship,
     model_facts,
     onnx_input_shape,
@@ -261,6 +262,7 @@ def bench_files(models: dict[str, Path], settings: BenchSettings, torch_models: 
     for label, path in models.items():
         _valid_onnx(path, label)
     facts = {label: model_facts(path) for label, path in models.items()}
+    check_bench_inputs(models, settings)  # before the progress bar: a refusal stays one line
     total = timing_rounds(settings, bool(torch_models))
     with tqdm(total=total, desc=f"timing {len(models)} models", unit="round", file=sys.stderr,
               disable=not progress, dynamic_ncols=True) as rounds:  # fmt: skip
