@@ -17,6 +17,7 @@ channel of each prunable group, as :func:`sddpx_tp.pruning.costs.channel_macs` c
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -166,8 +167,17 @@ def layer_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, Lay
             assert isinstance(module, nn.Linear)
             shapes[names[module]] = LayerShape("linear", module.in_features, module.out_features)
 
+    forward_with_layer_hook(model, example_input, record)
+    return shapes
+
+
+LayerHook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+def forward_with_layer_hook(model: nn.Module, example_input: torch.Tensor, hook: LayerHook) -> None:
+    """One eval-mode forward of one input with ``hook`` on every conv and linear layer (the mode comes back)."""
     layers = [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
-    handles = [layer.register_forward_hook(record) for layer in layers]
+    handles = [layer.register_forward_hook(hook) for layer in layers]
     was_training = model.training
     try:
         model.eval()
@@ -177,7 +187,6 @@ def layer_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, Lay
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return shapes
 
 
 def _pair(value: Any) -> tuple[int, int]:

@@ -13,10 +13,12 @@ physically. This is the *macs* unit of issue 31's cost-aware pruning; :func:`cha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from sddpx_tp.export.latency_table import LatencyTable, LayerShape, layer_shapes
+from sddpx_tp.export.latency_table import LatencyTable, LayerShape, forward_with_layer_hook, layer_shapes
 from sddpx_tp.pruning.surgery import PrunableModel
 
 
@@ -24,41 +26,45 @@ def output_positions(model: nn.Module, example_input: torch.Tensor) -> dict[nn.M
     """Spatial positions (``H * W``; 1 for a linear layer) of every conv's and linear layer's output."""
     positions: dict[nn.Module, int] = {}
 
-    def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         positions[module] = int(output[0, 0].numel()) if isinstance(module, nn.Conv2d) else 1
 
-    layers = [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
-    handles = [layer.register_forward_hook(record) for layer in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input[:1])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    forward_with_layer_hook(model, example_input, record)
     return positions
+
+
+Member = tuple[nn.Module, bool, int]  # a layer of a group, whether it loses output channels, channels each
+
+
+def _members(prunable: PrunableModel) -> Iterator[tuple[str, list[Member]]]:
+    """Each group's root and, per member layer, whether the group removes its outputs (else its inputs) and how
+    many of its channels go with one channel of the group (a linear layer after a flatten: H * W features)."""
+    graph = prunable.graph
+    for root, group in prunable.groups().items():
+        channels = len(group[0].idxs)
+        members = []
+        for item in group:
+            handler = item.dep.handler
+            outputs = graph.is_out_channel_pruning_fn(handler)
+            if outputs or graph.is_in_channel_pruning_fn(handler):
+                members.append((item.dep.target.module, outputs, len(item.idxs) // channels))
+        yield root, members
 
 
 def channel_macs(prunable: PrunableModel) -> dict[str, int]:
     """By root conv name, the MACs that one channel of its group costs at the current widths."""
     positions = output_positions(prunable.model, prunable.example_input)
-    graph = prunable.graph
     costs: dict[str, int] = {}
-    for root, group in prunable.groups().items():
-        channels = len(group[0].idxs)
+    for root, members in _members(prunable):
         cost = 0
-        for item in group:
-            module, handler = item.dep.target.module, item.dep.handler
-            per_channel = len(item.idxs) // channels  # e.g. a linear layer after a flatten: H * W features each
+        for module, outputs, per_channel in members:
             if isinstance(module, nn.Conv2d) and module in positions:
                 kernel = module.kernel_size[0] * module.kernel_size[1] * positions[module]
-                if graph.is_out_channel_pruning_fn(handler):
+                if outputs:
                     cost += per_channel * kernel * module.in_channels // module.groups
-                elif graph.is_in_channel_pruning_fn(handler) and module.groups == 1:
+                elif module.groups == 1:
                     cost += per_channel * kernel * module.out_channels
-            elif isinstance(module, nn.Linear) and graph.is_in_channel_pruning_fn(handler):
+            elif isinstance(module, nn.Linear) and not outputs:
                 cost += per_channel * module.out_features
         costs[root] = cost
     return costs
@@ -69,23 +75,19 @@ def channel_latency(prunable: PrunableModel, table: LatencyTable) -> dict[str, f
     each member layer's latency now less its latency one channel narrower (a depthwise conv counted once)."""
     shapes = layer_shapes(prunable.model, prunable.example_input)
     names = {module: name for name, module in prunable.model.named_modules()}
-    graph = prunable.graph
     costs: dict[str, float] = {}
-    for root, group in prunable.groups().items():
-        channels = len(group[0].idxs)
+    for root, members in _members(prunable):
         cost = 0.0
-        for item in group:
-            module, handler = item.dep.target.module, item.dep.handler
+        for module, outputs, per_channel in members:
             name = names.get(module)
             shape = shapes.get(name) if name is not None else None
             if name is None or shape is None:  # not run (a removed block's layer) or not a conv or linear layer
                 continue
-            per_channel = len(item.idxs) // channels
             narrower: LayerShape | None = None
-            if shape.kind == "conv" and graph.is_out_channel_pruning_fn(handler):
+            if shape.kind == "conv" and outputs:
                 fewer_inputs = shape.in_channels - per_channel if shape.depthwise else shape.in_channels
                 narrower = shape.with_channels(fewer_inputs, shape.out_channels - per_channel)
-            elif graph.is_in_channel_pruning_fn(handler) and (shape.kind == "linear" or shape.groups == 1):
+            elif not outputs and (shape.kind == "linear" or shape.groups == 1):
                 narrower = shape.with_channels(shape.in_channels - per_channel, shape.out_channels)
             if narrower is not None:
                 cost += table.layer_seconds(name, shape) - table.layer_seconds(name, narrower)
