@@ -46,6 +46,7 @@ SPEED_TABLES: dict[str, Renders] = {
     # ship-speed.md
     "ship_speed_lite0": ShipSpeed("results/ship_speed_lite0.json"),
     "ship_speed_lite0_blocks": ShipSpeed("results/ship_speed_lite0_blocks.json"),
+    "ship_speed_lite0_latency": ShipSpeed("results/ship_speed_lite0_latency.json"),
     "blocks_resnet18": BlocksComparison("results/blocks_resnet18.json"),
     "cost_variants_resnet18": BlocksComparison("results/cost_resnet18.json"),
     "latency_prediction_resnet18": LatencyPrediction("results/cost_resnet18.json"),
