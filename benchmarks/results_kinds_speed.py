@@ -47,6 +47,8 @@ SPEED_TABLES: dict[str, Renders] = {
     "ship_speed_lite0": ShipSpeed("results/ship_speed_lite0.json"),
     "ship_speed_lite0_blocks": ShipSpeed("results/ship_speed_lite0_blocks.json"),
     "ship_speed_lite0_latency": ShipSpeed("results/ship_speed_lite0_latency.json"),
+    "ship_speed_lite0_tune": ShipSpeed("results/ship_speed_lite0_tune.json"),
+    "ship_speed_lite0_latency_tune": ShipSpeed("results/ship_speed_lite0_latency_tune.json"),
     "blocks_resnet18": BlocksComparison("results/blocks_resnet18.json"),
     "cost_variants_resnet18": BlocksComparison("results/cost_resnet18.json"),
     "latency_prediction_resnet18": LatencyPrediction("results/cost_resnet18.json"),
