@@ -161,3 +161,12 @@ def test_the_command_line_prunes_and_exports_it_by_name(data: dict[str, Path], t
     files = json.loads(exported.stdout)
     assert files["model"]["parity"]["max_abs_diff"] < 1e-4
     assert files["model"]["file_bytes"] < files["baseline"]["file_bytes"]
+
+
+def test_whole_blocks_asked_of_a_family_without_removable_ones_is_said() -> None:
+    model = _model("mobilenet_v3_small")
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([1, 3] * 2)
+    config = PruneConfig.paper(method="dpx", max_rate=0.1, step=0.1, blocks=True)
+    with pytest.warns(UserWarning, match="no residual block that can be removed whole"):
+        result = prune(model, (images, labels), [1, 3], config, progress=False)
+    assert [record.phase for record in result.trajectory] == ["pruning", "pruning"]

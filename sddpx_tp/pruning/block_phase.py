@@ -17,6 +17,7 @@ removed block yet; the channel steps after the phase repair as configured.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 
@@ -55,6 +56,10 @@ def remove_blocks(session: PruningSession, config: PruneConfig) -> int:
     if state.get(DONE):
         return 0
     floor = config.block_floor * session.trajectory[0].reference_harmonic_mean
+    if not removable_blocks(session.current.model):  # said, not passed over in silence
+        warnings.warn(f"{type(session.current.model).__name__} has no residual block that can be removed whole "
+                      "(ResNet, MobileNetV2 and EfficientNet-Lite blocks can): only channels are pruned",
+                      stacklevel=2)  # fmt: skip
     removed = 0
     while (allowance := step_budget(session, config, 1.0)) > 0:  # what max_rate and the budgets still allow
         model, image = session.current.model, session.references[0][:1]
