@@ -21,21 +21,21 @@ from sddpx_tp.data.fashion import load_split
 from sddpx_tp.errors import ModelSourceError, SettingError, UnsupportedArchitectureError, UserError
 from sddpx_tp.lrp.architectures import (
     MOBILENET_V2,
-    PLAIN_FEED_FORWARD,
     RESNET,
+    TRACED_GRAPH,
     family_of,
     support_for,
 )
 from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.models.classifier import classifier_name
-from sddpx_tp.models.registry import available_models, create_model
+from sddpx_tp.models.registry import available_models, builder_options, create_model
 
 
 def _meta_model(name: str) -> nn.Module:
     """torchvision's ``name`` without memory or initialisation: enough for the type and graph checks."""
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        return tv.get_model(name, weights=None)
+        return tv.get_model(name, weights=None, **builder_options(name))
 
 
 def _supported(model: nn.Module) -> bool:
@@ -48,11 +48,13 @@ def _supported(model: nn.Module) -> bool:
 
 def test_required_names_are_listed_and_unsupported_ones_are_not() -> None:
     names = set(available_models())
-    required = {"resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d", "efficientnet-lite0"}
+    required = {"resnet101", "resnet152", "wide_resnet50_2", "efficientnet-lite0", "densenet121", "googlenet"}
+    required |= {"inception_v3", "mnasnet0_5", "mnasnet1_3", "densenet201"}
     required |= {f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn")}
     required |= {"mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b7", "efficientnet_v2_s"}
     assert required <= names
-    assert not names & {"vit_b_16", "convnext_tiny", "densenet121", "regnet_y_400mf", "shufflenet_v2_x0_5"}
+    refused = {"vit_b_16", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x0_5", "resnext50_32x4d", "squeezenet1_0"}
+    assert not names & refused
 
 
 def test_the_listing_agrees_with_the_checks_on_every_torchvision_classifier() -> None:
@@ -61,7 +63,7 @@ def test_the_listing_agrees_with_the_checks_on_every_torchvision_classifier() ->
     for name in tv.list_models(module=tv):
         try:
             model = _meta_model(name)
-        except NotImplementedError:  # RegNet computes its widths with real tensors; it has residual adds anyway
+        except NotImplementedError:  # RegNet computes its widths with real tensors; its convs are grouped anyway
             assert name not in listed, name
             continue
         assert _supported(model) == (name in listed), name
@@ -72,10 +74,11 @@ def test_the_listing_agrees_with_the_checks_on_every_torchvision_classifier() ->
     [
         ("resnet18", RESNET),
         ("wide_resnet50_2", RESNET),
-        ("resnext50_32x4d", RESNET),
         ("mobilenet_v2", MOBILENET_V2),
-        ("vgg11_bn", PLAIN_FEED_FORWARD),
-        ("alexnet", PLAIN_FEED_FORWARD),
+        ("vgg11_bn", TRACED_GRAPH),
+        ("alexnet", TRACED_GRAPH),
+        ("densenet121", TRACED_GRAPH),
+        ("mnasnet0_5", TRACED_GRAPH),
     ],
 )
 def test_each_family_is_recognised_and_finds_its_head(name: str, family: object) -> None:
@@ -120,13 +123,15 @@ def test_the_model_is_traced_once_per_relevance_call_not_per_batch(
     images, labels = torch.randn(9, 3, 8, 8), torch.randint(0, 3, (9,))
     config = RelevanceConfig(chunk_size=2, engine=engine)  # type: ignore[arg-type]
     filter_relevance(model, (images, labels), config)  # five batches
-    assert counter.calls == 1
+    per_call = counter.calls
+    assert per_call == 2, "once to check, once to build the canonical graph"
+    filter_relevance(model, (images[:2], labels[:2]), config)  # one batch
+    assert counter.calls == 2 * per_call
 
     support = support_for(model)
-    support.canonizers(model)
-    assert counter.calls == 2, "support_for checks; canonizers only builds"
+    assert counter.calls == 2 * per_call + 1, "support_for checks"
     given = filter_relevance(model, [(images[:4], labels[:4]), (images[4:], labels[4:])], config, support=support)
-    assert counter.calls == 2, "a given support record is trusted: no further checks"
+    assert counter.calls == 2 * per_call + 2, "a given support record is trusted: its graph is built, not checked"
     looked_up = filter_relevance(model, (images, labels), config)
     for name, scores in looked_up.items():
         torch.testing.assert_close(given[name], scores)
@@ -140,15 +145,15 @@ def test_family_lookup_alone_does_not_check() -> None:
             self.head = nn.Linear(3, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head((x + self.conv(x)).mean(dim=(2, 3)))
+            return self.head((x * self.conv(x)).mean(dim=(2, 3)))
 
     model = Residual()
-    assert family_of(model) is PLAIN_FEED_FORWARD and classifier_name(model) == "head"
-    with pytest.raises(UnsupportedArchitectureError, match="add"):
+    assert family_of(model) is TRACED_GRAPH and classifier_name(model) == "head"
+    with pytest.raises(UnsupportedArchitectureError, match="mul"):
         support_for(model)
 
 
-@pytest.mark.parametrize(("name", "problem"), [("vit_b_16", "LayerNorm"), ("densenet121", "cat")])
+@pytest.mark.parametrize(("name", "problem"), [("vit_b_16", "LayerNorm"), ("shufflenet_v2_x0_5", "channel shuffle")])
 def test_unsupported_torchvision_names_are_refused_naming_the_problem(name: str, problem: str, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedArchitectureError, match=problem) as caught:
         create_model(name, random_init=True)

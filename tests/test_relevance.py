@@ -190,20 +190,20 @@ def test_memory_is_bounded_by_chunks() -> None:
         torch.testing.assert_close(from_batches[name], whole[name])
 
 
-class _UnknownResidual(nn.Module):
+class _UnknownGate(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         self.head = nn.Linear(3, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.conv(x)
+        x = x * torch.sigmoid(self.conv(x))  # a gate outside the known gate blocks
         return self.head(x.mean(dim=(2, 3)))
 
 
-def test_unknown_residual_architecture_is_refused() -> None:
-    with pytest.raises(UnsupportedArchitectureError, match="add"):
-        filter_relevance(_UnknownResidual(), (torch.randn(2, 3, 8, 8), torch.tensor([0, 1])))
+def test_unknown_gated_architecture_is_refused() -> None:
+    with pytest.raises(UnsupportedArchitectureError, match="sigmoid"):
+        filter_relevance(_UnknownGate(), (torch.randn(2, 3, 8, 8), torch.tensor([0, 1])))
 
 
 def test_unknown_layer_type_is_refused() -> None:

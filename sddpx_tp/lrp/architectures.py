@@ -25,20 +25,22 @@ from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.mobilenetv3 import MobileNetV3
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import StochasticDepth
-from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
+from zennit.canonizers import Canonizer
 from zennit.torchvision import ResNetCanonizer
 
+from sddpx_tp.errors import UnsupportedArchitectureError
 from sddpx_tp.lrp.canonizers import (
     check_leaves,
-    check_plain_feed_forward,
     efficientnet_lite_canonizers,
     efficientnet_types,
     gated_mobile_canonizers,
     mobilenet_v2_canonizers,
     refuse_foreign_inverted_residuals,
+    refuse_grouped_convolutions,
     refuse_squeeze_excitation,
     squeeze_excitation_convs,
 )
+from sddpx_tp.lrp.traced_graph import canonical_graph, traced_graph_canonizers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,11 +83,12 @@ class ArchitectureSupport:
     extra_leaf_types: tuple[type, ...] = ()  # leaf layers allowed besides the ones with LRP rules
     # Structural refusals the leaf check cannot see (gating products, blocks out of place); run first.
     refuse: Callable[[nn.Module], None] = _nothing_to_refuse
-    # Families without a known block structure must prove their graph feed-forward by an fx trace.
+    # Families without a hand-written record are traced: every operation between modules must have a rule.
     traced: bool = False
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     classifier: Callable[[nn.Module], str] = last_linear  # qualified name of the class head
     torchvision_modules: tuple[str, ...] = ()  # modules of the torchvision builders that make this family
+    torchvision_refused: tuple[str, ...] = ()  # prefixes of builder names in those modules that are refused
     # (squeeze conv, excite conv) of each gate x * g(x): relevance treats g as a constant weight, so the gate's
     # convs get none and are not ranked; the squeeze channels are not pruned (the excite conv's outputs go with
     # the channels it gates).
@@ -94,9 +97,10 @@ class ArchitectureSupport:
     def check(self, model: nn.Module) -> None:
         """Raise :class:`UnsupportedArchitectureError` if relevance through ``model`` would be wrong."""
         self.refuse(model)
+        refuse_grouped_convolutions(model)
         check_leaves(model, self.extra_leaf_types)
         if self.traced:
-            check_plain_feed_forward(model)
+            canonical_graph(model)
 
 
 def _has_resnet_blocks(model: nn.Module) -> bool:
@@ -104,10 +108,11 @@ def _has_resnet_blocks(model: nn.Module) -> bool:
 
 
 RESNET = ArchitectureSupport(
-    family="resnet",  # resnet*, wide_resnet*, resnext*: BasicBlock / Bottleneck
+    family="resnet",  # resnet*, wide_resnet*: BasicBlock / Bottleneck
     matches=_has_resnet_blocks,
     canonizers=lambda model: [ResNetCanonizer()],
     torchvision_modules=("torchvision.models.resnet",),
+    torchvision_refused=("resnext",),  # grouped convolutions
 )
 MOBILENET_V2 = ArchitectureSupport(
     family="mobilenet_v2",
@@ -131,13 +136,32 @@ EFFICIENTNET = ArchitectureSupport(
     gates=squeeze_excitation_convs,
     torchvision_modules=("torchvision.models.efficientnet",),
 )
-PLAIN_FEED_FORWARD = ArchitectureSupport(
-    family="plain feed-forward",  # VGG, AlexNet, plain conv nets: anything the fx check accepts
+
+
+def _refuse_convolution_heads(model: nn.Module) -> None:
+    if not any(isinstance(module, nn.Linear) for module in model.modules()):
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} has no nn.Linear class head (its classes come from a conv, as in SqueezeNet): "
+            "restricting it to chosen classes is not supported yet"
+        )
+
+
+def _refuse_traced_graph_problems(model: nn.Module) -> None:
+    refuse_foreign_inverted_residuals(model)
+    _refuse_convolution_heads(model)
+
+
+TRACED_GRAPH = ArchitectureSupport(
+    # VGG, AlexNet, DenseNet, GoogLeNet, Inception v3, MNASNet, plain conv nets: anything whose traced graph has
+    # a rule for every operation between modules (concatenations, residual sums, pooling; lrp.traced_graph).
+    family="traced graph",
     matches=lambda model: True,
-    canonizers=lambda model: [SequentialMergeBatchNorm()],
-    refuse=refuse_foreign_inverted_residuals,
+    canonizers=traced_graph_canonizers,
+    refuse=_refuse_traced_graph_problems,
     traced=True,
-    torchvision_modules=("torchvision.models.vgg", "torchvision.models.alexnet"),
+    torchvision_modules=tuple(
+        f"torchvision.models.{module}" for module in ("vgg", "alexnet", "densenet", "googlenet", "inception", "mnasnet")
+    ),
 )
 
 
@@ -158,10 +182,10 @@ def _efficientnet_lite() -> ArchitectureSupport | None:
 
 @functools.cache
 def families() -> tuple[ArchitectureSupport, ...]:
-    """Every record, in the order they are tried; the plain feed-forward one matches anything, so comes last."""
+    """Every record, in the order they are tried; the traced-graph one matches anything, so comes last."""
     lite = _efficientnet_lite()
     lite_records = [lite] if lite is not None else []
-    return (RESNET, MOBILENET_V2, MOBILENET_V3, EFFICIENTNET, *lite_records, PLAIN_FEED_FORWARD)
+    return (RESNET, MOBILENET_V2, MOBILENET_V3, EFFICIENTNET, *lite_records, TRACED_GRAPH)
 
 
 def family_of(model: nn.Module) -> ArchitectureSupport:
@@ -173,8 +197,8 @@ def support_for(model: nn.Module) -> ArchitectureSupport:
     """The record for ``model``, after its checks (leaf layers; an fx trace for plain nets) passed.
 
     Raises :class:`~sddpx_tp.errors.UnsupportedArchitectureError` for a model whose
-    relevance would be silently wrong (unknown residual blocks, gating products,
-    unknown layers).
+    relevance would be silently wrong (gating products outside known gates, channel
+    shuffles, unknown layers) or whose channels cannot be removed (grouped convolutions).
     """
     support = family_of(model)
     support.check(model)
@@ -189,4 +213,7 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
 def torchvision_family(name: str) -> ArchitectureSupport | None:
     """The record for torchvision model ``name``, known from its builder's module (nothing is built)."""
     module = tv.get_model_builder(name).__module__
-    return next((support for support in families() if module in support.torchvision_modules), None)
+    support = next((support for support in families() if module in support.torchvision_modules), None)
+    if support is None or name.startswith(support.torchvision_refused):
+        return None
+    return support

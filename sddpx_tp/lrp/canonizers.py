@@ -10,7 +10,6 @@ is refused with :class:`UnsupportedArchitectureError`, never guessed at.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +27,12 @@ __all__ = [
     "ConstantGate",
     "UnsupportedArchitectureError",
     "check_leaves",
-    "check_plain_feed_forward",
     "efficientnet_lite_canonizers",
     "efficientnet_types",
     "gated_mobile_canonizers",
     "mobilenet_v2_canonizers",
     "refuse_foreign_inverted_residuals",
+    "refuse_grouped_convolutions",
     "refuse_squeeze_excitation",
     "squeeze_excitation_convs",
 ]
@@ -214,14 +213,18 @@ def refuse_foreign_inverted_residuals(model: nn.Module) -> None:
         )
 
 
-# Said in each refusal.
-SUPPORTED = (
-    "torchvision ResNet, VGG, MobileNetV2, MobileNetV3, EfficientNet (B0-B7, V2), EfficientNet-Lite, "
-    "and plain conv nets"
-)
-# Functions and methods that a plain feed-forward graph may contain between modules.
-_SHAPE_ONLY_OPS = {torch.flatten, torch.reshape, operator.getitem, getattr}
-_SHAPE_ONLY_METHODS = {"view", "reshape", "flatten", "size", "contiguous"}
+def refuse_grouped_convolutions(model: nn.Module) -> None:
+    """Grouped convolutions (neither plain nor depthwise: ResNeXt, RegNet) lose channels only in whole
+    per-group patterns, which torch-pruning's low-level removal does not keep; refused rather than broken."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels:
+            raise UnsupportedArchitectureError(
+                f"layer {name!r} is a grouped convolution ({module.groups} groups of "
+                f"{module.in_channels // module.groups} channels): removing its channels consistently is not "
+                "supported yet"
+            )
+
+
 _ALLOWED_LEAF_TYPES: tuple[type, ...] = (
     nn.Conv2d,
     nn.Linear,
@@ -237,6 +240,7 @@ _ALLOWED_LEAF_TYPES: tuple[type, ...] = (
     nn.Flatten,
     nn.Identity,
     nn.ZeroPad2d,
+    nn.Sequential,  # a leaf only when empty: the identity (ShuffleNetV2's unused branch)
 )
 
 
@@ -248,28 +252,4 @@ def check_leaves(model: nn.Module, extra_types: tuple[type, ...] = ()) -> None:
             raise UnsupportedArchitectureError(
                 f"no LRP rule for layer {name!r} of type {type(module).__name__}; "
                 "supported layers: Conv2d, Linear, BatchNorm, ReLU/ReLU6, pooling, Dropout"
-            )
-
-
-def check_plain_feed_forward(model: nn.Module) -> None:
-    """Refuse graphs with residual adds, products or concatenations we have no canonizer for."""
-    try:
-        # Looked up on torch.fx at call time (not imported by name) so a test can count the traces.
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as error:
-        raise UnsupportedArchitectureError(
-            f"cannot trace {type(model).__name__} to check it for residual connections ({error}); "
-            "supported: " + SUPPORTED
-        ) from None
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target not in _SHAPE_ONLY_OPS:
-            raise UnsupportedArchitectureError(
-                f"{type(model).__name__} computes {getattr(node.target, '__name__', node.target)} "
-                f"between tensors at {node.name!r}; relevance through it would be wrong. "
-                "Supported: " + SUPPORTED
-            )
-        if node.op == "call_method" and node.target not in _SHAPE_ONLY_METHODS:
-            raise UnsupportedArchitectureError(
-                f"{type(model).__name__} calls tensor method {node.target!r} at {node.name!r}; "
-                "relevance through it would be wrong"
             )

@@ -10,6 +10,7 @@ computes exactly what the saved one did. The convenience format is
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,11 @@ def load_pruned(path: Path, architecture: nn.Module) -> nn.Module:
             )
         elif attribute in owner._buffers:
             owner._buffers[attribute] = torch.empty_like(tensor)
-    architecture.load_state_dict(payload["state_dict"], strict=True)
+    # The modules' state-dict versions (MNASNet refuses weights without one) are the fresh instance's own: the
+    # file was saved from the same architecture, and a plain dict of tensors keeps no metadata.
+    state = OrderedDict(payload["state_dict"])
+    state._metadata = getattr(architecture.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    architecture.load_state_dict(state, strict=True)
     return architecture.eval()
 
 

@@ -153,8 +153,26 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# torchvision builders with training-only auxiliary heads and an input transform their ImageNet weights expect:
+# built without the heads (eval never runs them, and relevance and pruning must not see layers that never run),
+# with the transform whenever weights are loaded, as torchvision's own builders do.
+_AUXILIARY_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def builder_options(name: str, weights_loaded: bool = False) -> dict[str, bool]:
+    """Keyword arguments for torchvision's builder of ``name`` beyond ``weights`` and ``num_classes``."""
+    if name not in _AUXILIARY_HEADS:
+        return {}
+    return {"aux_logits": False, "transform_input": weights_loaded, "init_weights": False}
+
+
+def _without_auxiliary_heads(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    prefixes = _AUXILIARY_HEADS.get(name)
+    return state if prefixes is None else {key: value for key, value in state.items() if not key.startswith(prefixes)}
+
+
 def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:
-    state = read_weights(path)
+    state = _without_auxiliary_heads(name, read_weights(path))
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as error:
@@ -187,6 +205,13 @@ def _imagenet_weights(weights: tv.WeightsEnum, name: str) -> dict[str, torch.Ten
         ) from None
 
 
+# Why, for builders that cannot be built on the meta device to let the checks say it.
+_REFUSED_UNBUILT = {
+    "torchvision.models.regnet": "RegNet's blocks are grouped convolutions, whose channels are not removed "
+    "consistently yet",
+}
+
+
 def _refuse_unsupported_torchvision(name: str) -> None:
     """Raise, naming the problem, for a torchvision classifier outside every record's builders.
 
@@ -196,11 +221,11 @@ def _refuse_unsupported_torchvision(name: str) -> None:
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")  # builders' notes on their initialisation: not the user's concern
-            model = tv.get_model(name, weights=None)
+            model = tv.get_model(name, weights=None, **builder_options(name))
     except Exception:  # a builder that computes its widths with real tensors: say what is supported
+        reason = _REFUSED_UNBUILT.get(tv.get_model_builder(name).__module__, "a family without LRP support here")
         raise UnsupportedArchitectureError(
-            f"{name} is a torchvision classifier of a family without LRP support here; "
-            f"supported: {', '.join(available_models())}"
+            f"{name} is not supported: {reason}; supported: {', '.join(available_models())}"
         ) from None
     try:
         support_for(model)
@@ -214,7 +239,8 @@ def _torchvision_model(
     if name not in _supported_torchvision():
         _refuse_unsupported_torchvision(name)
     imagenet_outputs = num_classes in (None, 1000)
-    model = tv.get_model(name, weights=None, num_classes=num_classes or 1000)
+    options = builder_options(name, weights_loaded=not random_init)
+    model = tv.get_model(name, weights=None, num_classes=num_classes or 1000, **options)
     support = support_for(model)  # the record's checks decide, whatever the listing guessed from the name
     imagenet = _imagenet_entry(name)
     if weights is not None:
@@ -224,7 +250,7 @@ def _torchvision_model(
             raise SettingError(
                 f"{name}'s ImageNet weights are 1000-way: pass {{weights}} for a {num_classes}-way model"
             )
-        model.load_state_dict(_imagenet_weights(imagenet, name))
+        model.load_state_dict(_without_auxiliary_heads(name, _imagenet_weights(imagenet, name)))
     # The crop and resize the ImageNet weights were evaluated with; the family's defaults otherwise.
     transforms = getattr(imagenet.transforms, "keywords", {})
     spec = ModelSpec(

@@ -56,12 +56,17 @@ def input_channel_means(model: nn.Module, images: torch.Tensor, batch_size: int 
 
 
 def following_batch_norms(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
-    """Each conv directly followed by a BatchNorm in module order (torchvision's conv-bn pairs)."""
+    """Each conv directly followed by a BatchNorm of its width in module order (torchvision's conv-bn pairs).
+
+    The width check keeps a DenseNet layer's last conv from being paired with the next layer's first BatchNorm,
+    which follows it in module order but normalises the concatenation of every earlier output."""
     leaves = [m for m in model.modules() if next(m.children(), None) is None or isinstance(m, nn.Conv2d)]
     return {
         first: second
         for first, second in itertools.pairwise(leaves)
-        if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d)
+        if isinstance(first, nn.Conv2d)
+        and isinstance(second, nn.BatchNorm2d)
+        and second.num_features == first.out_channels
     }
 
 

@@ -238,7 +238,13 @@ class PrunableModel:
         if repair is not None:
             repair.before_removal(self.model, removed_inputs)
         names = {module: name for name, module in self.model.named_modules()}
-        for group in groups:
+        for planned in groups:
+            # Removing one group renumbers the channels of any concatenation (DenseNet, GoogLeNet) that another
+            # group's consumers read: each group is asked of torch-pruning again just before its removal, with
+            # the same channels of its own root (no other group touches them).
+            root = planned[0].dep.target.module
+            channels = sorted(int(index) for index in planned[0].idxs)
+            group = self.graph.get_pruning_group(root, planned[0].dep.handler, channels)
             for item in group:
                 name = names.get(item.dep.target.module)
                 if name in self.origins and self.graph.is_out_channel_pruning_fn(item.dep.handler):
