@@ -242,7 +242,6 @@ def test_the_command_line_prunes_and_exports_it_by_name(data: dict[str, Path], t
     ("name", "problem"),
     [
         ("shufflenet_v2_x0_5", "channel shuffle"),
-        ("resnext50_32x4d", "grouped convolution"),
         ("squeezenet1_1", "no nn.Linear class head"),
         ("convnext_tiny", "LayerNorm2d"),
     ],

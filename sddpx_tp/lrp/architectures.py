@@ -36,7 +36,6 @@ from sddpx_tp.lrp.canonizers import (
     gated_mobile_canonizers,
     mobilenet_v2_canonizers,
     refuse_foreign_inverted_residuals,
-    refuse_grouped_convolutions,
     refuse_squeeze_excitation,
     squeeze_excitation_convs,
 )
@@ -88,7 +87,6 @@ class ArchitectureSupport:
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     classifier: Callable[[nn.Module], str] = last_linear  # qualified name of the class head
     torchvision_modules: tuple[str, ...] = ()  # modules of the torchvision builders that make this family
-    torchvision_refused: tuple[str, ...] = ()  # prefixes of builder names in those modules that are refused
     # (squeeze conv, excite conv) of each gate x * g(x): relevance treats g as a constant weight, so the gate's
     # convs get none and are not ranked; the squeeze channels are not pruned (the excite conv's outputs go with
     # the channels it gates).
@@ -97,7 +95,6 @@ class ArchitectureSupport:
     def check(self, model: nn.Module) -> None:
         """Raise :class:`UnsupportedArchitectureError` if relevance through ``model`` would be wrong."""
         self.refuse(model)
-        refuse_grouped_convolutions(model)
         check_leaves(model, self.extra_leaf_types)
         if self.traced:
             canonical_graph(model)
@@ -108,11 +105,10 @@ def _has_resnet_blocks(model: nn.Module) -> bool:
 
 
 RESNET = ArchitectureSupport(
-    family="resnet",  # resnet*, wide_resnet*: BasicBlock / Bottleneck
+    family="resnet",  # resnet*, wide_resnet*, resnext*: BasicBlock / Bottleneck
     matches=_has_resnet_blocks,
     canonizers=lambda model: [ResNetCanonizer()],
     torchvision_modules=("torchvision.models.resnet",),
-    torchvision_refused=("resnext",),  # grouped convolutions
 )
 MOBILENET_V2 = ArchitectureSupport(
     family="mobilenet_v2",
@@ -213,7 +209,4 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
 def torchvision_family(name: str) -> ArchitectureSupport | None:
     """The record for torchvision model ``name``, known from its builder's module (nothing is built)."""
     module = tv.get_model_builder(name).__module__
-    support = next((support for support in families() if module in support.torchvision_modules), None)
-    if support is None or name.startswith(support.torchvision_refused):
-        return None
-    return support
+    return next((support for support in families() if module in support.torchvision_modules), None)

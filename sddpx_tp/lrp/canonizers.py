@@ -32,7 +32,6 @@ __all__ = [
     "gated_mobile_canonizers",
     "mobilenet_v2_canonizers",
     "refuse_foreign_inverted_residuals",
-    "refuse_grouped_convolutions",
     "refuse_squeeze_excitation",
     "squeeze_excitation_convs",
 ]
@@ -211,18 +210,6 @@ def refuse_foreign_inverted_residuals(model: nn.Module) -> None:
         raise UnsupportedArchitectureError(
             f"{type(model).__name__} uses MobileNetV2 blocks outside torchvision's MobileNetV2; not supported"
         )
-
-
-def refuse_grouped_convolutions(model: nn.Module) -> None:
-    """Grouped convolutions (neither plain nor depthwise: ResNeXt, RegNet) lose channels only in whole
-    per-group patterns, which torch-pruning's low-level removal does not keep; refused rather than broken."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels:
-            raise UnsupportedArchitectureError(
-                f"layer {name!r} is a grouped convolution ({module.groups} groups of "
-                f"{module.in_channels // module.groups} channels): removing its channels consistently is not "
-                "supported yet"
-            )
 
 
 _ALLOWED_LEAF_TYPES: tuple[type, ...] = (

@@ -209,8 +209,8 @@ def _imagenet_weights(weights: tv.WeightsEnum, name: str) -> dict[str, torch.Ten
 
 # Why, for builders that cannot be built on the meta device to let the checks say it.
 _REFUSED_UNBUILT = {
-    "torchvision.models.regnet": "RegNet's blocks are grouped convolutions, whose channels are not removed "
-    "consistently yet",
+    "torchvision.models.regnet": "RegNet has no record yet (RegNetY's squeeze-excitation gates sit inside its "
+    "own blocks)",
 }
 
 

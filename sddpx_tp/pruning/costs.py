@@ -62,8 +62,8 @@ def channel_macs(prunable: PrunableModel) -> dict[str, int]:
                 kernel = module.kernel_size[0] * module.kernel_size[1] * positions[module]
                 if outputs:
                     cost += per_channel * kernel * module.in_channels // module.groups
-                elif module.groups == 1:
-                    cost += per_channel * kernel * module.out_channels
+                elif module.groups < module.in_channels or module.groups == 1:  # a depthwise one counts as outputs
+                    cost += per_channel * kernel * module.out_channels // module.groups
             elif isinstance(module, nn.Linear) and not outputs:
                 cost += per_channel * module.out_features
         costs[root] = cost
@@ -87,7 +87,7 @@ def channel_latency(prunable: PrunableModel, table: LatencyTable) -> dict[str, f
             if shape.kind == "conv" and outputs:
                 fewer_inputs = shape.in_channels - per_channel if shape.depthwise else shape.in_channels
                 narrower = shape.with_channels(fewer_inputs, shape.out_channels - per_channel)
-            elif not outputs and (shape.kind == "linear" or shape.groups == 1):
+            elif not outputs and (shape.kind == "linear" or not shape.depthwise):
                 narrower = shape.with_channels(shape.in_channels - per_channel, shape.out_channels)
             if narrower is not None:
                 cost += table.layer_seconds(name, shape) - table.layer_seconds(name, narrower)

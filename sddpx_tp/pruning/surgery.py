@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +91,22 @@ class PrunableModel:
             for group in self.graph.get_all_groups(ignored_layers=self.ignored, root_module_types=[nn.Conv2d])
         }
 
+    def _has_grouped_convs(self) -> Iterator[bool]:
+        return (isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+                for module in self.model.modules())  # fmt: skip
+
+    def channel_groups(self) -> dict[str, int]:
+        """Per group (by root), how many channel groups its channels fall into: a grouped convolution (ResNeXt's
+        3x3, neither plain nor depthwise) among its members splits them into ``groups`` equal blocks, and a
+        removal must take the same offsets from every block (torch-pruning keeps the blocks equal no other way)."""
+        found = {}
+        for root, group in self.groups().items():
+            counts = [int(item.dep.target.module.groups) for item in group
+                      if isinstance(item.dep.target.module, nn.Conv2d)
+                      and 1 < item.dep.target.module.groups < item.dep.target.module.in_channels]  # fmt: skip
+            found[root] = max(counts, default=1)
+        return found
+
     def can_prune(self) -> bool:
         """Whether any group can lose a bundle of channels without falling below its floor."""
         floor = max(self.min_channels, self.round_to)
@@ -159,26 +176,33 @@ class PrunableModel:
         relevant to go before a costly one.
         """
         floor = max(self.min_channels, self.round_to)
+        blocks = self.channel_groups() if any(self._has_grouped_convs()) else {}
         found = []
         for root, group in group_scores.items():
-            order = sorted(
-                range(len(group.scores)), key=lambda index: ((root, index) in excluded, group.scores[index], index)
-            )
-            width = len(order)
+            count = blocks.get(root, 1)  # channel groups: a unit is one offset in each of them
+            span = len(group.scores) // count
+            # A unit's score is the mean over its channels; units are offsets within the blocks.
+            scores = [sum(group.scores[offset + block * span] for block in range(count)) / count
+                      for offset in range(span)]  # fmt: skip
+            unit_excluded = {offset for offset in range(span)
+                             if any((root, offset + block * span) in excluded for block in range(count))}  # fmt: skip
+            order = sorted(range(span), key=lambda index: (index in unit_excluded, scores[index], index))
+            # Units per bundle so that the width stays a multiple of round_to: round_to / gcd(round_to, count).
+            step = self.round_to // math.gcd(self.round_to, count)
             position, bundle_index = 0, 0
-            size = width % self.round_to or self.round_to
-            while width - position - size >= floor:
-                channels = tuple(order[position : position + size])
-                if any((root, channel) in excluded for channel in channels):
+            size = span % step or step
+            while (span - position - size) * count >= floor and span - position - size >= 1:
+                units = order[position : position + size]
+                if any(unit in unit_excluded for unit in units):
                     break
-                mean = sum(group.scores[channel] for channel in channels) / size
-                cost = None if cost_per_channel is None else cost_per_channel[root] * size
+                channels = tuple(unit + block * span for unit in units for block in range(count))
+                mean = sum(scores[unit] for unit in units) / size
+                cost = None if cost_per_channel is None else cost_per_channel[root] * len(channels)
                 # At least one unit (a MAC, a nanosecond): a channel that costs nothing measurable goes last.
                 key = mean if cost_per_channel is None else mean / max(cost_per_channel[root], 1)
-                found.append(
-                    (key, root, bundle_index, Candidate(mean, root, channels, group.filters_per_channel * size, cost))
-                )
-                position, bundle_index, size = position + size, bundle_index + 1, self.round_to
+                filters = group.filters_per_channel * len(channels)
+                found.append((key, root, bundle_index, Candidate(mean, root, channels, filters, cost)))
+                position, bundle_index, size = position + size, bundle_index + 1, step
         found.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
         return [candidate for *_, candidate in found]
 
@@ -280,10 +304,16 @@ class PrunableModel:
             masked_columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             for name, channels in removed_inputs.items():
                 consumer = self.model.get_submodule(name)
-                if not isinstance(consumer, (nn.Conv2d, nn.Linear)) or getattr(consumer, "groups", 1) != 1:
+                if not isinstance(consumer, (nn.Conv2d, nn.Linear)):
+                    continue
+                groups = getattr(consumer, "groups", 1)
+                if groups > 1 and groups == consumer.in_channels:  # depthwise: its outputs go with its inputs
                     continue
                 if isinstance(consumer.bias, torch.Tensor):
                     saved.append((consumer.bias, consumer.bias.clone()))
+                if groups > 1:  # a grouped conv reads input channel i as column i % width of block i // width
+                    masked_columns += _grouped_columns(consumer, sorted(set(channels)))  # type: ignore[arg-type]
+                    continue
                 weight = consumer.weight
                 index = torch.as_tensor(sorted(set(channels)), dtype=torch.long, device=weight.device)
                 masked_columns.append((weight, index, weight[:, index].clone()))
@@ -292,7 +322,7 @@ class PrunableModel:
             if repair is not None:
                 repair.before_removal(self.model, removed_inputs)
             for weight, index, _ in masked_columns:
-                weight[:, index] = 0
+                weight[_cells(index)] = 0
             if repair is not None:
                 repair.after_removal(self.model)
         try:
@@ -300,6 +330,25 @@ class PrunableModel:
         finally:
             with torch.no_grad():
                 for weight, index, columns in masked_columns:
-                    weight[:, index] = columns
+                    weight[_cells(index)] = columns
                 for tensor, values in saved:
                     tensor.copy_(values)
+
+
+def _grouped_columns(conv: nn.Conv2d, channels: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(weight, index, saved values) that zero input ``channels`` of a grouped conv: channel ``i`` is column
+    ``i % in_width`` of the filters of block ``i // in_width``."""
+    in_width, out_width = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    rows: list[int] = []
+    columns: list[int] = []
+    for channel in channels:
+        block, column = divmod(channel, in_width)
+        rows += range(block * out_width, (block + 1) * out_width)
+        columns += [column] * out_width
+    index = torch.tensor([rows, columns], dtype=torch.long, device=conv.weight.device)
+    return [(conv.weight, index, conv.weight[index[0], index[1]].clone())]
+
+
+def _cells(index: torch.Tensor) -> tuple[torch.Tensor, ...] | tuple[slice, torch.Tensor]:
+    """What ``index`` addresses in a weight: whole input columns (a 1-d index) or (row, column) cells (2 rows)."""
+    return (index[0], index[1]) if index.ndim == 2 else (slice(None), index)
