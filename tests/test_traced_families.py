@@ -156,6 +156,9 @@ FAMILIES = {
         ],
     ),
     "mnasnet0_5": (64, ["layers.14"]),
+    # Residual sums, grouped convs and squeeze-excitation gates (RegNetY): the one-but-last block's output.
+    "regnet_x_400mf": (64, ["trunk_output.block4.block4-10.activation"]),
+    "regnet_y_400mf": (64, ["trunk_output.block4.block4-4.activation"]),
 }
 
 
@@ -169,7 +172,7 @@ def test_each_family_is_canonized_without_changing_its_outputs_and_the_engines_a
     with torch.no_grad():
         plain = model(images)
         with Composite(canonizers=TRACED_GRAPH.canonizers(model)).context(model) as canonized:
-            torch.testing.assert_close(canonized(images), plain, rtol=0, atol=1e-8)
+            torch.testing.assert_close(canonized(images), plain, rtol=1e-7, atol=1e-8)
         torch.testing.assert_close(model(images), plain, rtol=0, atol=0)  # and restored exactly
     assert "forward" not in vars(model) and not any(child.startswith("canonizer_") for child, _ in
                                                     model.named_children())  # fmt: skip

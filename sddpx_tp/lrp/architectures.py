@@ -148,16 +148,19 @@ def _refuse_traced_graph_problems(model: nn.Module) -> None:
 
 
 TRACED_GRAPH = ArchitectureSupport(
-    # VGG, AlexNet, DenseNet, GoogLeNet, Inception v3, MNASNet, plain conv nets: anything whose traced graph has
+    # VGG, AlexNet, DenseNet, GoogLeNet, Inception v3, MNASNet, RegNet, plain conv nets: anything whose traced graph has
     # a rule for every operation between modules (concatenations, residual sums, pooling; lrp.traced_graph).
     family="traced graph",
     matches=lambda model: True,
     canonizers=traced_graph_canonizers,
+    extra_leaf_types=(nn.Sigmoid,),  # in gates; elsewhere an element-wise activation, passed as the identity rule
     refuse=_refuse_traced_graph_problems,
     traced=True,
     torchvision_modules=tuple(
-        f"torchvision.models.{module}" for module in ("vgg", "alexnet", "densenet", "googlenet", "inception", "mnasnet")
+        f"torchvision.models.{module}"
+        for module in ("vgg", "alexnet", "densenet", "googlenet", "inception", "mnasnet", "regnet")
     ),
+    gates=squeeze_excitation_convs,
 )
 
 

@@ -1,6 +1,6 @@
 """Canonizing any conv net by its traced graph: concatenations, residual sums and functional pooling.
 
-Families without a hand-written record (VGG and AlexNet, DenseNet, GoogLeNet, Inception v3, MNASNet,
+Families without a hand-written record (VGG and AlexNet, DenseNet, GoogLeNet, Inception v3, MNASNet, RegNet,
 a user's plain conv net) are traced with ``torch.fx``, and every operation *between* modules is
 either passed, rewritten into a module that an LRP rule can see, or refused:
 
@@ -11,6 +11,8 @@ either passed, rewritten into a module that an LRP rule can see, or refused:
   in proportion to each branch's contribution, zennit's Norm rule; a bare ``+`` would pass the
   whole relevance to both branches and double it at every block), and average pooling written as a
   function or as ``x.mean((2, 3))`` into a pooling module (the Norm rule, as for ``AvgPool2d``);
+* held constant: torchvision's squeeze-excitation gates ``x * g(x)`` (RegNetY), traced whole and made the
+  signal-take-all rule's constant weight, as :mod:`sddpx_tp.lrp.canonizers` does for MobileNetV3;
 * never looked at: operations whose inputs are only the model's input and constants (GoogLeNet's
   and Inception's ``transform_input``), because no relevance is read below the first conv;
 * refused, naming the operation: anything else (a product of activations, a channel split or
@@ -35,10 +37,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torchvision.ops.misc import SqueezeExcitation
 from zennit.canonizers import Canonizer, NamedMergeBatchNorm
 from zennit.layer import Sum
 
 from sddpx_tp.errors import UnsupportedArchitectureError
+from sddpx_tp.lrp.canonizers import ConstantGate
 
 # Functions and tensor methods that pass relevance as their gradient does.
 _PASSED_FUNCTIONS = {
@@ -73,6 +77,32 @@ class SpatialMean(nn.AdaptiveAvgPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).flatten(1)
+
+
+class ConstantSqueezeExcitation(nn.Module):
+    """A torchvision squeeze-excitation gate ``x * g(x)`` with ``g`` a constant weight (signal-take-all): all
+    relevance passes to ``x`` through a :class:`~sddpx_tp.lrp.canonizers.ConstantGate`, none to the gate's layers
+    (which stay where they are: the gate is held, not registered twice)."""
+
+    def __init__(self, gate: SqueezeExcitation) -> None:
+        super().__init__()
+        self.held: list[SqueezeExcitation] = [gate]  # in a list: not a child
+        self.multiply = ConstantGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.multiply.scale = self.held[0]._scale(x).detach()
+        return self.multiply(x)
+
+
+class _GateTracer(fx.Tracer):
+    """fx's tracer, with torchvision's squeeze-excitation gates kept whole (then made constant, as above)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, SqueezeExcitation) or super().is_leaf_module(module, qualified_name)
+
+
+def _has_gates(model: nn.Module) -> bool:
+    return any(isinstance(module, SqueezeExcitation) for module in model.modules())
 
 
 def _name(target: Any) -> str:
@@ -118,7 +148,7 @@ def canonical_graph(model: nn.Module) -> tuple[fx.GraphModule, dict[str, nn.Modu
     was_training = model.training
     model.eval()  # the graph relevance runs through: training-only branches are not in it
     try:
-        traced = fx.symbolic_trace(model)
+        traced = fx.GraphModule(model, _GateTracer().trace(model)) if _has_gates(model) else fx.symbolic_trace(model)
     except Exception as error:
         raise UnsupportedArchitectureError(
             f"cannot trace {kind} to check how relevance passes between its layers ({error})"
@@ -133,6 +163,13 @@ def canonical_graph(model: nn.Module) -> tuple[fx.GraphModule, dict[str, nn.Modu
         if node.op in ("placeholder", "get_attr") or (node.op in ("call_function", "call_method")
                                                       and _on_input_only(node, constant)):  # fmt: skip
             constant.add(node)
+            continue
+        if node.op == "call_module" and isinstance(traced.get_submodule(str(node.target)), SqueezeExcitation):
+            gate = ConstantSqueezeExcitation(traced.get_submodule(str(node.target)))
+            name = f"canonizer_gate_{len(added)}"
+            traced.add_submodule(name, gate)
+            added[name] = gate
+            node.target = name
             continue
         if node.op in ("call_module", "output"):
             continue
@@ -164,7 +201,11 @@ def canonical_graph(model: nn.Module) -> tuple[fx.GraphModule, dict[str, nn.Modu
 
 
 def _refuse_layers_that_never_run(traced: fx.GraphModule, model: nn.Module) -> None:
-    called = {str(node.target) for node in traced.graph.nodes if node.op == "call_module"}
+    called = set()
+    for node in traced.graph.nodes:
+        if node.op == "call_module":  # a whole gate is one call: its layers run inside it
+            inside = model.get_submodule(str(node.target)).named_modules()
+            called |= {f"{node.target}.{inner}".rstrip(".") for inner, _ in inside}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)) and name not in called:
             raise UnsupportedArchitectureError(

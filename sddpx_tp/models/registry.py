@@ -207,13 +207,6 @@ def _imagenet_weights(weights: tv.WeightsEnum, name: str) -> dict[str, torch.Ten
         ) from None
 
 
-# Why, for builders that cannot be built on the meta device to let the checks say it.
-_REFUSED_UNBUILT = {
-    "torchvision.models.regnet": "RegNet has no record yet (RegNetY's squeeze-excitation gates sit inside its "
-    "own blocks)",
-}
-
-
 def _refuse_unsupported_torchvision(name: str) -> None:
     """Raise, naming the problem, for a torchvision classifier outside every record's builders.
 
@@ -225,9 +218,9 @@ def _refuse_unsupported_torchvision(name: str) -> None:
             warnings.simplefilter("ignore")  # builders' notes on their initialisation: not the user's concern
             model = tv.get_model(name, weights=None, **builder_options(name))
     except Exception:  # a builder that computes its widths with real tensors: say what is supported
-        reason = _REFUSED_UNBUILT.get(tv.get_model_builder(name).__module__, "a family without LRP support here")
         raise UnsupportedArchitectureError(
-            f"{name} is not supported: {reason}; supported: {', '.join(available_models())}"
+            f"{name} is a torchvision classifier of a family without LRP support here; "
+            f"supported: {', '.join(available_models())}"
         ) from None
     try:
         support_for(model)
