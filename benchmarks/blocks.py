@@ -6,9 +6,11 @@
     python benchmarks/blocks.py --variants costs --max-rate 0.97 --seeds 0 1 2 3 4 --out results/cost_tune.json
     python benchmarks/blocks.py --variants costs --max-rate 0.97 --seeds 5 6 7 8 9 --out results/cost_resnet18.json
     python benchmarks/blocks.py --out results/cost_resnet18.json --prediction
+    python benchmarks/blocks.py --source mobilenet_v2 --variants costs --max-rate 0.97 --seeds 0 1 2 3 4 \
+        --out results/cost_mobilenet_v2_tune.json     (and --seeds 5 6 7 8 9 --out results/cost_mobilenet_v2.json)
 
-The Fashion-MNIST ResNet-18 tasks of ``benchmarks/step_rule.py`` (10-class source at 32 px, two
-classes a task, 30 references a class; the test split's 200 judging images a class are ``--eval``
+The Fashion-MNIST ResNet-18 (or ``--source mobilenet_v2``) tasks of ``benchmarks/step_rule.py`` (10-class
+source at 32 px, two classes a task, 30 references a class; the test split's 200 judging images a class are ``--eval``
 and the other 800 check images are seen by nothing), pruned to filter rate 0.9 by the command
 line's default with blocks off and on (``--blocks``, at each ``--floors`` value). For each, the
 recommended step (the noise-aware rule on the judging images) is judged on the check images and
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from results_file import read_results, write_results
 from ship_speed import keeps_target
-from step_rule import correct, per_class, source_model, split_test_images, task_of
+from step_rule import FASHION_SOURCES, correct, per_class, source_model, split_test_images, task_of
 
 from sddpx_tp.api import prune
 from sddpx_tp.data.fashion import class_subset, load_split
@@ -51,8 +53,6 @@ from sddpx_tp.metrics import count_macs
 from sddpx_tp.models.blocks import skipped_blocks
 from sddpx_tp.pruning.accuracy_target import recommended_record
 from sddpx_tp.pruning.config import PruneConfig
-
-SOURCE = "resnet18"
 
 
 def variants(floors: list[float], which: str = "blocks", max_rate: float = 0.9) -> dict[str, PruneConfig]:
@@ -100,12 +100,13 @@ def _time_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: tor
         return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}
 
 
-def run_task(model: torch.nn.Module, seed: int, label: str, config: PruneConfig, runs: int) -> dict[str, Any]:
+def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config: PruneConfig, runs: int
+             ) -> dict[str, Any]:  # fmt: skip
     large_example = torch.zeros(1, 3, 224, 224)
     table = None
     if config.cost == "latency":  # at the size and threads the models are timed at, not the 32 px they are pruned at
         table = measure_latency_table(model, large_example, 1, cache_folder=Path("results/cache/latency"))
-    classes, prepare = task_of(SOURCE, seed)
+    classes, prepare = task_of(source, seed)
     train_images, train_labels = load_split("train")
     raw = class_subset(train_images, train_labels, classes, 30, seed)
     references = (prepare(raw[0]), raw[1])
@@ -187,6 +188,7 @@ def prediction_table(document: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=FASHION_SOURCES, default="resnet18", help="the Fashion-MNIST source model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--floors", type=float, nargs="+", default=[0.99])
     parser.add_argument(
@@ -202,6 +204,7 @@ def main() -> None:
         help="of each variant's cost unit (0.97 with --variants costs: a cap in filters and one in "
         "latency are not the same cap, so neither binds and the accuracy target decides)",
     )
+    parser.add_argument("--labels", nargs="+", help="run only these variants (by label; default: all of --variants)")
     parser.add_argument("--prediction", action="store_true", help="only print the latency table's prediction check")
     parser.add_argument("--runs", type=int, default=50, help="timed runs of each model, interleaved")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
@@ -215,16 +218,16 @@ def main() -> None:
         print(prediction_table(read_results(args.out)))
         return
     torch.set_num_threads(args.threads)
-    model = source_model(SOURCE)
+    model = source_model(args.source)
     document = read_results(args.out)
     done = {(run["seed"], run["label"]) for run in document["runs"]}
     for seed in args.seeds:
         for label, config in variants(args.floors, args.variants, args.max_rate).items():
-            if (seed, label) in done:
+            if (seed, label) in done or (args.labels and label not in args.labels):
                 continue
-            run = run_task(model, seed, label, config, args.runs)
+            run = run_task(model, args.source, seed, label, config, args.runs)
             document["runs"].append(run)
-            write_results(args.out, document, source=SOURCE)
+            write_results(args.out, document, source=args.source)
             print(f"seed {seed} {label}: rate {run['recommended']['filter_rate']:.2f}, blocks "
                   f"{len(run['blocks_removed'])}, {run['speedup_224']:.2f}x, kept {run['kept_on_check']}",
                   flush=True)  # fmt: skip

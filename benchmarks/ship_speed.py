@@ -5,10 +5,11 @@
     python benchmarks/ship_speed.py --out results/ship_speed_lite0.json --table
     python benchmarks/ship_speed.py --blocks --seeds 5 6 7 8 9 --out results/ship_speed_lite0_blocks.json
     python benchmarks/ship_speed.py --cost latency --seeds 5 6 7 8 9 --out results/ship_speed_lite0_latency.json
+    python benchmarks/ship_speed.py --max-rate 0.97 --seeds 0 1 2 3 4 --out results/ship_speed_lite0_cap_tune.json
 
 The new user of issue 31: an ImageNet EfficientNet-Lite0 (real weights), two Fashion-MNIST
 classes at 224 px per task seed (the tasks of ``results/transfer.json``), 30 references a class,
-``--head fit`` and every other setting at the command line's default, pruned to filter rate 0.9
+``--head fit`` and every other setting at the command line's default, pruned to filter rate 0.9 (``--max-rate``)
 with the test split's 200 *judging* images a class as ``--eval`` (what the step rule sees). The
 recommended step (the noise-aware rule; the first-miss rule's step is recorded beside it) and the
 unpruned model are exported to ONNX and quantized to int8 as ``export --quantize int8`` does
@@ -58,14 +59,14 @@ def keeps_target(accuracy: list[float], unpruned: list[float]) -> bool:
 
 
 def run_task(model: torch.nn.Module, source: str, seed: int, work: Path, blocks: bool = False,
-             cost: str = "filters") -> dict[str, Any]:  # fmt: skip
+             cost: str = "filters", max_rate: float = 0.9) -> dict[str, Any]:  # fmt: skip
     """Prune one task, export and quantize its unpruned and recommended models, judge them on the check images."""
     classes, prepare = task_of(source, seed)
     train_images, train_labels = load_split("train")
     raw = class_subset(train_images, train_labels, classes, 30, seed)
     references = (prepare(raw[0]), raw[1])
     judging, check = split_test_images(classes, seed, prepare)
-    config = PruneConfig.recommended(head="fit", max_rate=0.9, seed=seed, blocks=blocks, cost=cost)
+    config = PruneConfig.recommended(head="fit", max_rate=max_rate, seed=seed, blocks=blocks, cost=cost)
     table_ = None
     if cost == "latency":  # timed as the files will be: batch 1, 1 thread
         table_ = measure_latency_table(model, references[0][:1], 1, cache_folder=Path("results/cache/latency"))
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--source", choices=list(SOURCES), default="efficientnet-lite0")
     parser.add_argument("--blocks", action="store_true", help="prune with --blocks (whole blocks first)")
     parser.add_argument("--cost", choices=["filters", "macs", "latency"], default="filters", help="prune with --cost")
+    parser.add_argument("--max-rate", type=float, default=0.9, help="the filter-rate cap")
     parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
     parser.add_argument("--runs", type=int, default=200, help="timed runs per file at batch 1")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while pruning")
@@ -190,7 +192,8 @@ def main() -> None:
         if seed in done:
             continue
         folder = work / ("blocks" if args.blocks else "") / ("" if args.cost == "filters" else args.cost)
-        document["runs"].append(run_task(model, args.source, seed, folder, args.blocks, args.cost))
+        folder = folder / ("" if args.max_rate == 0.9 else f"cap{args.max_rate:g}")
+        document["runs"].append(run_task(model, args.source, seed, folder, args.blocks, args.cost, args.max_rate))
         write_results(args.out, document, source=args.source)
         print(f"seed {seed}: pruned and judged", flush=True)
     for run in document["runs"]:

@@ -52,15 +52,18 @@ METHODS: dict[str, dict[str, PruneConfig]] = {
 TaskImages = tuple[torch.Tensor, torch.Tensor]
 
 
+FASHION_SOURCES = ("resnet18", "mobilenet_v2")  # 10-class Fashion-MNIST sources at 32 px, trained once and cached
+
+
 def source_model(source: str) -> torch.nn.Module:
-    if source == "resnet18":
-        return cached_source_model(cache_path("resnet18"), architecture="resnet18")
+    if source in FASHION_SOURCES:
+        return cached_source_model(cache_path(source), architecture=source)
     return SOURCES[source].load()
 
 
 def task_of(source: str, seed: int) -> tuple[list[int], Any]:
     """The task's classes and how its images become model input."""
-    if source == "resnet18":
+    if source in FASHION_SOURCES:
         return task_classes(seed), to_model_input
     return SOURCES[source].task(seed), SOURCES[source].prepare
 

