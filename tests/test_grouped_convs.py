@@ -3,17 +3,15 @@ block of channels, so the blocks stay equal, and the masked model a trial judges
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from family_checks import assert_masked_equals_physical, assert_prunes_and_exports_by_name
 from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
 
-from sddpx_tp.cli import main
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.pruning.costs import channel_macs
 from sddpx_tp.pruning.surgery import GroupScores, PrunableModel
@@ -83,29 +81,12 @@ def test_resnext_masked_removal_equals_physical_removal() -> None:
     candidates = prunable.candidates(_descending(prunable))
     chosen = prunable.select(candidates, 2000)
     assert {prunable.channel_groups()[candidate.root] for candidate in chosen} >= {1, 32}
-    with torch.no_grad(), prunable.masked(chosen) as masked:
-        expected = masked(images)
-    physical = prunable.copy()
-    physical.remove(chosen)
-    with torch.no_grad():
-        torch.testing.assert_close(physical.model(images), expected, rtol=1e-4, atol=1e-5)
+    assert_masked_equals_physical(prunable, chosen, images)
 
 
 @pytest.mark.slow
 def test_the_command_line_prunes_and_exports_resnext(data: dict[str, Path], tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    result = CliRunner().invoke(main, [
-        "prune", "--model", "resnext50_32x4d", "--random-init", "--num-classes", "10", "--refs", str(data["refs"]),
-        "--input-size", "32", "--resize-size", "32", "--max-rate", "0.3", "--step", "0.15", "--method", "dpx",
-        "--out", str(run),
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    assert json.loads((run / "report.json").read_text())["trajectory"][-1]["filter_rate"] > 0.25
-    exported = CliRunner().invoke(main, ["export", str(run), "--onnx", "--rate", "0.99", "--json"])
-    assert exported.exit_code == 0, exported.stderr
-    files = json.loads(exported.stdout)
-    assert files["model"]["parity"]["max_abs_diff"] < 1e-4
-    assert files["model"]["file_bytes"] < files["baseline"]["file_bytes"]
+    assert_prunes_and_exports_by_name(data["refs"], tmp_path / "run", "resnext50_32x4d")
 
 
 def test_a_grouped_consumers_macs_are_counted_by_hand_and_by_removal() -> None:

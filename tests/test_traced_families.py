@@ -5,20 +5,18 @@ them alone. Checked against hand-computed LRP on small instances, then on each f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
+from family_checks import assert_masked_equals_physical, assert_prunes_and_exports_by_name
 from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
 from zennit.core import Composite
 from zennit.layer import Sum
 
-from sddpx_tp.cli import main
 from sddpx_tp.errors import UnsupportedArchitectureError
 from sddpx_tp.lrp.architectures import TRACED_GRAPH, support_for
 from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance, layer_relevance
@@ -214,31 +212,15 @@ def test_masked_removal_equals_physical_removal(name: str) -> None:
     scores = {root: _Scores(root, len(group[0].idxs)) for root, group in prunable.groups().items()}
     chosen = prunable.select(prunable.candidates(scores), 300)  # type: ignore[arg-type]
     assert len({candidate.root for candidate in chosen}) > 3
-    with torch.no_grad(), prunable.masked(chosen) as masked:
-        expected = masked(images)
-    physical = prunable.copy()
-    physical.remove(chosen)
-    with torch.no_grad():
-        torch.testing.assert_close(physical.model(images), expected, rtol=1e-4, atol=1e-5)
+    assert_masked_equals_physical(prunable, chosen, images)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_the_command_line_prunes_and_exports_it_by_name(data: dict[str, Path], tmp_path: Path, name: str) -> None:
-    size = "96" if name == "inception_v3" else "32"
-    run = tmp_path / "run"
-    result = CliRunner().invoke(main, [
-        "prune", "--model", name, "--random-init", "--num-classes", "10", "--refs", str(data["refs"]),
-        "--input-size", size, "--resize-size", size, "--max-rate", "0.3", "--step", "0.15", "--method", "dpx",
-        "--out", str(run),
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    assert json.loads((run / "report.json").read_text())["trajectory"][-1]["filter_rate"] > 0.25
-    exported = CliRunner().invoke(main, ["export", str(run), "--onnx", "--rate", "0.99", "--json"])
-    assert exported.exit_code == 0, exported.stderr
-    files = json.loads(exported.stdout)
-    assert files["model"]["parity"]["max_abs_diff"] < 1e-4
-    assert files["model"]["file_bytes"] < files["baseline"]["file_bytes"]
+    assert_prunes_and_exports_by_name(
+        data["refs"], tmp_path / "run", name, size="96" if name == "inception_v3" else "32"
+    )
 
 
 @pytest.mark.parametrize(
