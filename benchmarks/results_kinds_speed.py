@@ -53,6 +53,7 @@ SPEED_TABLES: dict[str, Renders] = {
     "cost_variants_resnet18": BlocksComparison("results/cost_resnet18.json"),
     "latency_prediction_resnet18": LatencyPrediction("results/cost_resnet18.json"),
     "ship_speed_lite0_cap_tune": ShipSpeed("results/ship_speed_lite0_cap_tune.json"),
+    "ship_speed_lite0_cap": ShipSpeed("results/ship_speed_lite0_cap.json"),
     "cost_variants_mobilenet_v2_tune": BlocksComparison("results/cost_mobilenet_v2_tune.json"),
     "cost_variants_mobilenet_v2": BlocksComparison("results/cost_mobilenet_v2.json"),
 }
