@@ -30,6 +30,7 @@ __all__ = [
     "efficientnet_lite_canonizers",
     "efficientnet_types",
     "gated_mobile_canonizers",
+    "make_exact_identity",
     "mobilenet_v2_canonizers",
     "refuse_foreign_inverted_residuals",
     "refuse_squeeze_excitation",
@@ -132,8 +133,14 @@ class ExactSequentialMergeBatchNorm(SequentialMergeBatchNorm):
     @staticmethod
     def merge_batch_norm(modules: list[nn.Module], batch_norm: nn.BatchNorm2d) -> None:
         SequentialMergeBatchNorm.merge_batch_norm(modules, batch_norm)
-        assert batch_norm.running_var is not None
-        batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1 - batch_norm.eps)
+        make_exact_identity(batch_norm)
+
+
+def make_exact_identity(batch_norm: nn.BatchNorm2d) -> None:
+    """After zennit's merge (mean 0, weight 1, bias 0, variance 1): a variance of ``1 - eps`` so that the
+    emptied BatchNorm divides by exactly 1."""
+    assert batch_norm.running_var is not None
+    batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1 - batch_norm.eps)
 
 
 def gated_mobile_canonizers(model: nn.Module) -> list[Canonizer]:

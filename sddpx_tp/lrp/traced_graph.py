@@ -42,7 +42,7 @@ from zennit.canonizers import Canonizer, NamedMergeBatchNorm
 from zennit.layer import Sum
 
 from sddpx_tp.errors import UnsupportedArchitectureError
-from sddpx_tp.lrp.canonizers import ConstantGate
+from sddpx_tp.lrp.canonizers import ConstantGate, make_exact_identity
 
 # Functions and tensor methods that pass relevance as their gradient does.
 _PASSED_FUNCTIONS = {
@@ -173,17 +173,17 @@ def canonical_graph(model: nn.Module) -> tuple[fx.GraphModule, dict[str, nn.Modu
             continue
         if node.op in ("call_module", "output"):
             continue
-        pooling = _pooling_module(node)
+        module = _pooling_module(node)
         is_sum = node.op == "call_function" and node.target in _SUMS
         if is_sum and len(node.args) == 2 and all(isinstance(argument, fx.Node) for argument in node.args):
-            pooling = Sum()
-        if pooling is not None:
-            name = f"canonizer_{type(pooling).__name__.lower()}_{len(added)}"
-            traced.add_submodule(name, pooling)
-            added[name] = pooling
+            module = Sum()
+        if module is not None:
+            name = f"canonizer_{type(module).__name__.lower()}_{len(added)}"
+            traced.add_submodule(name, module)
+            added[name] = module
             with graph.inserting_before(node):
                 source = node.args[0]
-                if isinstance(pooling, Sum):
+                if isinstance(module, Sum):
                     source = graph.call_function(torch.stack, (tuple(node.args),), {"dim": -1})
                 replacement = graph.call_module(name, (source,))
             node.replace_all_uses_with(replacement)
@@ -235,8 +235,7 @@ class ExactNamedMergeBatchNorm(NamedMergeBatchNorm):
     @staticmethod
     def merge_batch_norm(modules: list[nn.Module], batch_norm: nn.BatchNorm2d) -> None:
         NamedMergeBatchNorm.merge_batch_norm(modules, batch_norm)
-        assert batch_norm.running_var is not None
-        batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1 - batch_norm.eps)
+        make_exact_identity(batch_norm)
 
 
 class TracedGraphCanonizer(Canonizer):

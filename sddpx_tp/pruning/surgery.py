@@ -91,9 +91,9 @@ class PrunableModel:
             for group in self.graph.get_all_groups(ignored_layers=self.ignored, root_module_types=[nn.Conv2d])
         }
 
-    def _has_grouped_convs(self) -> Iterator[bool]:
-        return (isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
-                for module in self.model.modules())  # fmt: skip
+    def _has_grouped_convs(self) -> bool:
+        return any(isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+                   for module in self.model.modules())  # fmt: skip
 
     def channel_groups(self) -> dict[str, int]:
         """Per group (by root), how many channel groups its channels fall into: a grouped convolution (ResNeXt's
@@ -176,7 +176,7 @@ class PrunableModel:
         relevant to go before a costly one.
         """
         floor = max(self.min_channels, self.round_to)
-        blocks = self.channel_groups() if any(self._has_grouped_convs()) else {}
+        blocks = self.channel_groups() if self._has_grouped_convs() else {}  # one graph walk, only when needed
         found = []
         for root, group in group_scores.items():
             count = blocks.get(root, 1)  # channel groups: a unit is one offset in each of them
