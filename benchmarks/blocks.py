@@ -8,6 +8,8 @@
     python benchmarks/blocks.py --out results/cost_resnet18.json --prediction
     python benchmarks/blocks.py --source mobilenet_v2 --variants costs --max-rate 0.97 --seeds 0 1 2 3 4 \
         --out results/cost_mobilenet_v2_tune.json     (and --seeds 5 6 7 8 9 --out results/cost_mobilenet_v2.json)
+    python benchmarks/blocks.py --source mobilenet_v2 --variants heads --labels default --max-rate 0.97 \
+        --seeds 5 6 7 8 9 --out results/ship_mobilenet_v2.json     (and 0-4: results/ship_mobilenet_v2_tune.json)
 
 The Fashion-MNIST ResNet-18 (or ``--source mobilenet_v2``) tasks of ``benchmarks/step_rule.py`` (10-class
 source at 32 px, two classes a task, 30 references a class; the test split's 200 judging images a class are ``--eval``
@@ -16,7 +18,9 @@ line's default with blocks off and on (``--blocks``, at each ``--floors`` value)
 recommended step (the noise-aware rule on the judging images) is judged on the check images and
 timed at 224 px (the layers do not depend on the input size) in ONNX Runtime CPU, batch 1, 1 thread,
 interleaved with the unpruned model in fp32 and in int8 (what a user gets without pruning: static
-QDQ, per-channel, calibrated on the references upsampled), ``--runs`` runs each. The target is kept
+QDQ, per-channel, calibrated on the references upsampled), ``--runs`` runs each; the recommended model in
+int8 too, judged on the check images from a file exported and calibrated at the source's 32 px. The file
+shipped is the faster pruned file (fp32 or int8) that keeps the target. The target is kept
 when the check images' mean per-class accuracy is at least 0.95 of the unpruned model's and every
 class at least 0.9 of its own. Resumable per task and variant.
 
@@ -48,7 +52,7 @@ from sddpx_tp.export.bench import BenchSettings, bench_onnx
 from sddpx_tp.export.latency import SpeedProbe
 from sddpx_tp.export.layer_latency import measure_latency_table
 from sddpx_tp.export.onnx import export_onnx
-from sddpx_tp.export.quantize import quantize_int8
+from sddpx_tp.export.quantize import onnx_class_accuracy, quantize_int8
 from sddpx_tp.metrics import count_macs
 from sddpx_tp.models.blocks import skipped_blocks
 from sddpx_tp.pruning.accuracy_target import recommended_record
@@ -60,6 +64,13 @@ def variants(floors: list[float], which: str = "blocks", max_rate: float = 0.9) 
     for floor in floors:
         found[f"default, blocks {floor:g}"] = PruneConfig.recommended(max_rate=max_rate, blocks=True,
                                                                       block_floor=floor)  # fmt: skip
+    if which == "heads":  # the head refit on the references (what the transfer tasks use) with each cost
+        found["default, head fit"] = PruneConfig.recommended(max_rate=max_rate, head="fit")
+        found["default, head fit, cost macs"] = PruneConfig.recommended(max_rate=max_rate, head="fit", cost="macs")
+        for floor in floors:
+            found[f"default, head fit, blocks {floor:g}"] = PruneConfig.recommended(
+                max_rate=max_rate, head="fit", blocks=True, block_floor=floor
+            )
     if which == "costs":
         for cost in ("macs", "latency"):
             found[f"default, cost {cost}"] = PruneConfig.recommended(max_rate=max_rate, cost=cost)
@@ -85,19 +96,34 @@ def _predictions(models: list[torch.nn.Module], predicted_ms: list[float], large
     return rows
 
 
-def _time_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int
-                 ) -> dict[str, float]:  # fmt: skip
+def _files_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int,
+                  pruned_int8_accuracy: Any) -> tuple[dict[str, float], list[float]]:  # fmt: skip
     """Median batch-1 latency (ms, 1 thread) of the unpruned model in fp32 and int8 (what a user gets without
-    pruning: static QDQ, per-channel, calibrated on the references) and the pruned one in fp32, interleaved."""
+    pruning: static QDQ, per-channel, calibrated on the references) and the pruned one in fp32 and int8, timed
+    interleaved at 224 px; and the pruned int8 file's check accuracy, judged by ``pruned_int8_accuracy`` on a
+    file of the same weights exported and calibrated at the source's own 32 px (the exported graph's spatial
+    size is fixed, and only the activations' scales differ between the two)."""
     with tempfile.TemporaryDirectory(prefix="sddpx-blocks-") as scratch:
         folder = Path(scratch)
         files = {"unpruned fp32": folder / "unpruned.onnx", "unpruned int8": folder / "unpruned.int8.onnx",
-                 "pruned fp32": folder / "pruned.onnx"}  # fmt: skip
-        export_onnx(unpruned, images, files["unpruned fp32"], images[:8])
-        quantize_int8(files["unpruned fp32"], files["unpruned int8"], images, force=True)
-        export_onnx(pruned, images, files["pruned fp32"], images[:8])
+                 "pruned fp32": folder / "pruned.onnx", "pruned int8": folder / "pruned.int8.onnx"}  # fmt: skip
+        for model, name in ((unpruned, "unpruned"), (pruned, "pruned")):
+            export_onnx(model, images, files[f"{name} fp32"], images[:8])
+            quantize_int8(files[f"{name} fp32"], files[f"{name} int8"], images, force=True)
+        accuracy = pruned_int8_accuracy(pruned, folder)
         settings = BenchSettings(batch_sizes=(1,), threads=(1,), warmup=10, runs=runs, memory=False)
-        return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}
+        return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}, accuracy
+
+
+def _int8_accuracy_at_source_size(references: torch.Tensor, check: torch.Tensor, positions: torch.Tensor,
+                                  classes: int) -> Any:  # fmt: skip
+    def judge(pruned: torch.nn.Module, folder: Path) -> list[float]:
+        fp32, int8 = folder / "pruned-source.onnx", folder / "pruned-source.int8.onnx"
+        export_onnx(pruned, references, fp32, references[:8])
+        quantize_int8(fp32, int8, references, force=True)
+        return onnx_class_accuracy(int8, check, positions, classes)
+
+    return judge
 
 
 def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config: PruneConfig, runs: int
@@ -120,7 +146,11 @@ def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config:
     check_accuracy = [per_class(correct(step, check[0], positions), positions, len(classes))
                       for step in (result.models[0], result.models[chosen])]  # fmt: skip
     large = F.interpolate(references[0], size=(224, 224), mode="bilinear", align_corners=False)
-    latency = _time_at_224(result.models[0], result.models[chosen], large, runs)
+    judge = _int8_accuracy_at_source_size(references[0], check[0], positions, len(classes))
+    latency, int8_accuracy = _files_at_224(result.models[0], result.models[chosen], large, runs, judge)
+    kept_files = {"pruned fp32": keeps_target(check_accuracy[1], check_accuracy[0]),
+                  "pruned int8": keeps_target(int8_accuracy, check_accuracy[0])}  # fmt: skip
+    ship = min((name for name, kept in kept_files.items() if kept), key=latency.__getitem__, default=None)
     record = result.trajectory[chosen]
     predictions = None
     if table is not None:
@@ -142,8 +172,14 @@ def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config:
         "speedup_224": latency["unpruned fp32"] / latency["pruned fp32"],
         "speedup_over_int8_224": latency["unpruned int8"] / latency["pruned fp32"],
         "latency_ms_224": latency,
-        "check_accuracy": {"unpruned": check_accuracy[0], "recommended": check_accuracy[1]},
-        "kept_on_check": keeps_target(check_accuracy[1], check_accuracy[0]),
+        "check_accuracy": {
+            "unpruned": check_accuracy[0],
+            "recommended": check_accuracy[1],
+            "recommended int8": int8_accuracy,
+        },
+        "kept_on_check": kept_files["pruned fp32"],
+        "kept_on_check_files": kept_files,
+        "shipped": ship,
         "seconds": result.trajectory[-1].seconds,
         "steps": len(result.trajectory),
         "predictions": predictions,
@@ -151,10 +187,24 @@ def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config:
     }
 
 
+def _shipped_gains(run: dict[str, Any]) -> tuple[float, float] | None:
+    """The shipped file's speedup over unpruned fp32 and int8; None where neither pruned file keeps the target (or
+    the run predates the pruned int8 file, when the fp32 file is the only candidate)."""
+    name = run["shipped"] if "shipped" in run else ("pruned fp32" if run["kept_on_check"] else None)
+    if name is None:
+        return None
+    ms = run["latency_ms_224"]
+    return ms["unpruned fp32"] / ms[name], ms["unpruned int8"] / ms[name]
+
+
 def table(document: dict[str, Any]) -> str:
-    lines = ["| variant | tasks | target kept on check | x faster than unpruned fp32 (median; per task) | x faster "
-             "than unpruned int8 (median; per task) | MACs x at 224 px (median) | blocks removed (median) | "
-             "s (median) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| variant | tasks | pruned fp32 keeps the target on check | pruned fp32: x faster than unpruned fp32 "
+        "(median; per task) | pruned fp32: x faster than unpruned int8 (median; per task) | shipped file: x faster "
+        "than unpruned fp32 / int8 (per task; int8 where it is faster and keeps the target) | MACs x at 224 px "
+        "(median) | blocks removed (median) | s (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     labels = list(dict.fromkeys(run["label"] for run in document["runs"]))
     for label in labels:
         runs = sorted((run for run in document["runs"] if run["label"] == label), key=lambda run: run["seed"])
@@ -162,9 +212,13 @@ def table(document: dict[str, Any]) -> str:
         for key in ("speedup_224", "speedup_over_int8_224"):
             values = [run[key] for run in runs]
             cells.append(f"{statistics.median(values):.2f} ({', '.join(f'{value:.2f}' for value in values)})")
+        gains = [_shipped_gains(run) for run in runs]
+        shipped = ", ".join("none kept" if gain is None else f"{gain[0]:.2f} / {gain[1]:.2f}"
+                            + (" int8" if run.get("shipped") == "pruned int8" else "")
+                            for gain, run in zip(gains, runs, strict=True))  # fmt: skip
         lines.append(
             f"| {label} | {len(runs)} | {sum(run['kept_on_check'] for run in runs)}/{len(runs)} | {cells[0]} | "
-            f"{cells[1]} | {statistics.median(run['macs_ratio_224'] for run in runs):.3f} | "
+            f"{cells[1]} | {shipped} | {statistics.median(run['macs_ratio_224'] for run in runs):.3f} | "
             f"{statistics.median(len(run['blocks_removed']) for run in runs):g} | "
             f"{statistics.median(run['seconds'] for run in runs):.0f} |"
         )
@@ -193,9 +247,9 @@ def main() -> None:
     parser.add_argument("--floors", type=float, nargs="+", default=[0.99])
     parser.add_argument(
         "--variants",
-        choices=["blocks", "costs"],
+        choices=["blocks", "costs", "heads"],
         default="blocks",
-        help="blocks off and on (default), or also steps in MACs and in latency",
+        help="blocks off and on (default), also steps in MACs and in latency (costs), or the head refit (heads)",
     )
     parser.add_argument(
         "--max-rate",

@@ -56,4 +56,6 @@ SPEED_TABLES: dict[str, Renders] = {
     "ship_speed_lite0_cap": ShipSpeed("results/ship_speed_lite0_cap.json"),
     "cost_variants_mobilenet_v2_tune": BlocksComparison("results/cost_mobilenet_v2_tune.json"),
     "cost_variants_mobilenet_v2": BlocksComparison("results/cost_mobilenet_v2.json"),
+    "ship_mobilenet_v2": BlocksComparison("results/ship_mobilenet_v2.json"),
+    "ship_mobilenet_v2_tune": BlocksComparison("results/ship_mobilenet_v2_tune.json"),
 }
