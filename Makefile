@@ -11,7 +11,7 @@ $(BIN)/sddpx-tp: pyproject.toml
 	(import ensurepip, venv failed): run 'apt-get install python3-venv' on Debian/Ubuntu, or pass PYTHON=/path/to/python3.11+" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,docs,timm]"
 	touch $@
 
 install: $(BIN)/sddpx-tp

@@ -152,7 +152,8 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
     "--model",
     "model_name",
     required=True,
-    help="a torchvision classifier name (e.g. resnet18), efficientnet-lite0, or a model file",
+    help="a torchvision classifier name (e.g. resnet18), efficientnet-lite0 to lite2, timm:NAME (with timm "
+    "installed), or a model file",
 )
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="state_dict file for --model")
 @click.option("--num-classes", type=click.IntRange(min=2), help="outputs of a checkpoint that is not 1000-way")

@@ -153,7 +153,9 @@ TRACED_GRAPH = ArchitectureSupport(
     family="traced graph",
     matches=lambda model: True,
     canonizers=traced_graph_canonizers,
-    extra_leaf_types=(nn.Sigmoid,),  # in gates; elsewhere an element-wise activation, passed as the identity rule
+    # Element-wise activations pass relevance unchanged, as ReLU6 does (zennit's Pass rule): the sigmoids of gates
+    # (held constant), and the SiLU, hardswish and GELU of timm's and other mobile nets.
+    extra_leaf_types=(nn.Sigmoid, nn.Hardsigmoid, nn.SiLU, nn.Hardswish, nn.GELU),
     refuse=_refuse_traced_graph_problems,
     traced=True,
     torchvision_modules=tuple(

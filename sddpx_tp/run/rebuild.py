@@ -18,7 +18,7 @@ from sddpx_tp.data.references import ImageSet, load_image_folder, read_labels_fi
 from sddpx_tp.errors import RunFolderError, SettingError, literal
 from sddpx_tp.models.checkpoint import load_pruned
 from sddpx_tp.models.classifier import classifier_name, replace_classifier, restrict_to_classes
-from sddpx_tp.models.registry import ModelSpec, available_models, create_model
+from sddpx_tp.models.registry import ModelSpec, create_model, is_model_name
 from sddpx_tp.pruning.head import load_head, with_head
 from sddpx_tp.run.settings import ModelSource, Preprocessing, ResolvedInput, RunSettings
 
@@ -41,7 +41,7 @@ def confirm_model_file(settings: RunSettings, named: Path | str | None, run: Pat
     file the run came from, and anyone can edit them, so a command that reads a run
     (export, bench, report) unpickles only a file its own caller names (``named``)."""
     source = settings.model.name
-    if source in available_models():
+    if is_model_name(source):
         return
     if named is None or Path(named).resolve() != Path(source).resolve():
         raise SettingError(
@@ -52,7 +52,7 @@ def confirm_model_file(settings: RunSettings, named: Path | str | None, run: Pat
 
 def fresh_architecture(source: ModelSource) -> nn.Module:
     """An unpruned instance of the run's architecture (no weights needed), to load pruned weights into."""
-    if source.name in available_models():
+    if is_model_name(source.name):
         return create_model(source.name, num_classes=source.num_classes, random_init=True)[0]
     return create_model(source.name)[0]  # the user's model file
 
@@ -90,7 +90,7 @@ def run_spec(settings: RunSettings) -> ModelSpec:
     assert settings.resolved is not None, "a run's settings are resolved before anything is stored"
     source = settings.model
     spec = ModelSpec(source.name)
-    if source.name in available_models():
+    if is_model_name(source.name):
         spec = create_model(source.name, num_classes=source.num_classes, random_init=True)[1]
     if settings.images.labels:
         spec = replace(spec, class_names=read_labels_file(Path(settings.images.labels)))
