@@ -187,6 +187,11 @@ TABLES: dict[str, Renders] = {
         "results/step_rule_transfer_report_5.json",
         "ResNet-18 (8 classes) to 2 unseen, head fitted, DPX and the default",
     ),
+    "step_rule_mobilenet_v2": StepRules(
+        "results/step_rule_mobilenet_v2_report_0.json",
+        "results/step_rule_mobilenet_v2_report_5.json",
+        "MobileNetV2 (10 classes), the default (cap 0.97)",
+    ),
     "thread_profile": ThreadProfile(
         "results/thread_profile.json",
         "ONNX Runtime setting",

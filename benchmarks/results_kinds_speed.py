@@ -58,4 +58,5 @@ SPEED_TABLES: dict[str, Renders] = {
     "cost_variants_mobilenet_v2": BlocksComparison("results/cost_mobilenet_v2.json"),
     "ship_mobilenet_v2": BlocksComparison("results/ship_mobilenet_v2.json"),
     "ship_mobilenet_v2_tune": BlocksComparison("results/ship_mobilenet_v2_tune.json"),
+    "ship_resnet18": BlocksComparison("results/ship_resnet18.json"),
 }

@@ -105,6 +105,12 @@ def run_task(model: torch.nn.Module, source: str, seed: int, work: Path, blocks:
         },
         "files": {label: model_facts(path) for label, path in files.items()},
         "paths": {label: str(path) for label, path in files.items()},
+        # Every step's judging accuracy: a step rule can be judged again offline without pruning again.
+        "judged_counts": result.trajectory[0].judged_counts,
+        "judging": [
+            {"filter_rate": step.filter_rate, "macs_ratio": step.macs_ratio, "accuracy": step.eval_accuracy}
+            for step in result.trajectory
+        ],
         "prune_seconds": result.trajectory[-1].seconds,
         "environment": environment(),
     }

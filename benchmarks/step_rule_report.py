@@ -2,6 +2,7 @@
 
     python benchmarks/step_rule_report.py results/step_rule_tune.json --seeds 0 1 2 3 4
     python benchmarks/step_rule_report.py results/step_rule.json --seeds 5 6 7 8 9 --out results/step_rule_report.json
+    python benchmarks/step_rule_report.py results/step_rule_mobilenet_v2.json --methods default --seeds 0 1 2 3 4
 
 Reads benchmarks/step_rule.py's runs. Each rule chooses a step from the *judging* images (200 a
 class); the chosen step is then checked on the 800 *check* images a class that nothing saw:
@@ -10,7 +11,9 @@ and every class >= 90 % of its own (the target, point estimates on 800 images), 
 floor when no class is below 85 % of its own (the issue's goal: >= 95 % of tasks and never a class
 below 0.85). Per rule: how often each holds, and the MACs and filter rate it hands out (median,
 and per task). Rules: the first miss (the rule before issue 31), the noise-aware rule of
-:class:`sddpx_tp.pruning.accuracy_target.AccuracyTarget` at several confidences, and the step the
+:class:`sddpx_tp.pruning.accuracy_target.AccuracyTarget` at several confidences and margins (the highest
+step that meets the target up to a class collapse), the same with the first clear miss ending the search
+(the noise-aware rule until the recoveries were measured), and the step the
 check images themselves would choose (what 800 images a class say: the reference, not a rule).
 """
 
@@ -47,6 +50,23 @@ def noise_aware(confidence: float, margin: float = 0.0) -> Rule:
     return choose
 
 
+def first_clear_miss(confidence: float = 1.645, margin: float = 0.5) -> Rule:
+    """The noise-aware rule as it was until the recoveries were measured: the first clear miss ends the search."""
+    target = AccuracyTarget(confidence=confidence, margin=margin)
+
+    def choose(run: dict[str, Any]) -> int:
+        steps = run["steps"]
+        verdicts = target.verdicts([step["judging_accuracy"] for step in steps], judging_counts(run))
+        kept = 0
+        for index in sorted(range(len(steps)), key=lambda index: steps[index]["filter_rate"]):
+            if verdicts[index] == "clearly misses":
+                break
+            kept = index if verdicts[index] == "meets" else kept
+        return kept
+
+    return choose
+
+
 def keeps(step: dict[str, Any], start: dict[str, Any], mean_kept: float, class_kept: float) -> bool:
     accuracy, first = step["check_accuracy"], start["check_accuracy"]
     mean_ok = statistics.fmean(accuracy) >= mean_kept * statistics.fmean(first)
@@ -66,6 +86,7 @@ def rules() -> dict[str, Rule]:
     found: dict[str, Rule] = {"first miss (before issue 31)": noise_aware(0.0)}
     found.update({f"dips within {z:g} standard errors forgiven": noise_aware(z) for z in CONFIDENCES[1:]})
     found.update({f"1.645 forgiven, met by {margin:g}": noise_aware(1.645, margin) for margin in MARGINS})
+    found["1.645 forgiven, met by 0.5, the first clear miss ends the search (before recoveries)"] = first_clear_miss()
     found["the check images' own choice (not a rule)"] = oracle
     return found
 

@@ -293,9 +293,10 @@ def prune(
     semantics. ``evaluation`` is measured at every accepted step and never guides the
     method. ``training`` is for the methods that retrain: ``method="progressive"``,
     or ``config.retraining.finetune_epochs`` > 0 after the others.
-    With ``config.target.stop`` the run ends once an accepted step clearly misses
-    ``config.accuracy_target``, judged on ``evaluation``, or without it on ``config.held_back`` of each
-    class's references, held back from everything else (recorded as ``holdout_accuracy``).
+    With ``config.target.stop`` the run ends once 3 accepted steps in a row fall short of
+    ``config.accuracy_target`` or a class collapses, judged on ``evaluation``, or without it on
+    ``config.held_back`` of each class's references, held back from everything else (recorded as
+    ``holdout_accuracy``).
     With ``config.target.speedup`` the run ends at the first accepted step measured at least that many
     times faster than the unpruned model, by ``speed_probe`` (a model in, its speedup out: e.g. a
     measurement on the device you deploy to); by default ONNX Runtime on this CPU at batch 1 and

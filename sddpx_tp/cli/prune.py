@@ -334,7 +334,7 @@ def settings_from_options(options: dict[str, Any]) -> RunSettings:
 @click.option(
     "--stop-at-target",
     is_flag=True,
-    help="stop once a step clearly misses the (default) target, or 3 steps in a row fall short of it",
+    help="stop once 3 steps in a row fall short of the (default) target, or a class collapses",
 )
 @click.option(
     "--holdout",

@@ -92,7 +92,7 @@ class TargetSettings:
     # the first miss ends the search, as before issue 31; sddpx_tp.pruning.accuracy_target).
     confidence: float = DEFAULT_CONFIDENCE
     margin: float = DEFAULT_MARGIN  # standard errors the recommended step meets the target by
-    stop: bool = False  # end the run once a step clearly misses the target (or several fall short)
+    stop: bool = False  # end the run once a class collapses or several steps in a row fall short of the target
     # A speed budget: end the run at the first accepted step whose MACs are at most this share of the unpruned
     # model's (0.25: 4x fewer MACs); None: prune to max_rate.
     macs: float | None = None
