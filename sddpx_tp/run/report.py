@@ -201,7 +201,7 @@ def _ending_lines(ended: str | None, config: dict[str, Any]) -> list[str]:
         "macs budget": f"its MACs budget was met (at most {config.get('target_macs')} of the unpruned MACs)",
         "speed budget": f"its speed budget was met (measured at least {config.get('target_speedup')}x faster than "
         "the unpruned model: ONNX Runtime CPU, batch 1; each step's `speedup` in report.json)",
-        "accuracy target": "it lost the accuracy target (a step clearly missed it, or several fell short)",
+        "accuracy target": "it lost the accuracy target (a class collapsed, or several steps in a row fell short)",
         "max rate": "it reached its maximum rate, or nothing more could be pruned",
     }
     return ["", f"The run ended because {words[ended]}."] if ended in words else []
@@ -215,9 +215,9 @@ def _noise_rule(recommended: dict[str, Any]) -> str:
     images = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     margin = recommended.get("margin") or 0
     return (
-        f", before the first step that misses it by more than {confidence:g} standard errors of the noise of "
-        f"{images} images a class (a smaller shortfall is a dip within noise, and does not end the search), "
-        f"and meeting it by {margin:g} standard errors"
+        f", against {confidence:g} standard errors of the noise of {images} images a class (a step short "
+        "of it, within noise or clearly, does not end the search when later steps meet it again; a class "
+        f"collapse, half its own accuracy, does), and meeting it by {margin:g} standard errors"
     )
 
 
