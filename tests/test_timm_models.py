@@ -12,7 +12,12 @@ import timm
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from family_checks import assert_masked_equals_physical, assert_prunes_and_exports_by_name
+from family_checks import (
+    assert_engines_agree,
+    assert_lowest_channels_masked_as_removed,
+    assert_prunes_and_exports_by_name,
+    assert_relevance_conserved,
+)
 from helpers import calibrate_batch_norms
 from safetensors.torch import save_file
 from timm.layers import activations
@@ -26,10 +31,9 @@ from torchvision.ops.misc import SqueezeExcitation
 from sddpx_tp.cli import main
 from sddpx_tp.errors import SettingError, UnsupportedArchitectureError
 from sddpx_tp.lrp.architectures import TRACED_GRAPH, support_for
-from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance, layer_relevance
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.models.registry import create_model
 from sddpx_tp.models.timm_models import plain_layers
-from sddpx_tp.pruning.surgery import PrunableModel
 
 ENGINES = ["fast", "zennit"]
 
@@ -107,15 +111,18 @@ class _TimmGateNet(nn.Module):
         return self.head(self.se(self.act(self.conv(x))).mean((2, 3)))
 
 
-def test_timm_gates_activations_and_linear_layers_are_rewritten_with_the_same_outputs() -> None:
-    torch.manual_seed(0)
-    model = _TimmGateNet().double().eval()
-    images = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+def _rewritten_with_the_same_outputs(model: nn.Module) -> nn.Module:
+    images = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         before = model(images)
         plain_layers(model)
-        after = model(images)
-    torch.testing.assert_close(after, before, rtol=0, atol=1e-12)
+        torch.testing.assert_close(model(images), before, rtol=0, atol=1e-12)
+    return model
+
+
+def test_timm_gates_activations_and_linear_layers_are_rewritten_with_the_same_outputs() -> None:
+    torch.manual_seed(0)
+    model = _rewritten_with_the_same_outputs(_TimmGateNet().double().eval())
     assert type(model.act) is nn.Hardswish and type(model.se.scale_activation) is nn.Sigmoid
     assert isinstance(model.se, SqueezeExcitation) and type(model.head) is nn.Linear
     assert support_for(model) is TRACED_GRAPH
@@ -137,13 +144,7 @@ def test_a_functional_dropout_is_passed_only_where_eval_mode_makes_it_the_identi
 
 
 def test_timm_layers_are_rewritten_as_plain_torch_layers_with_the_same_outputs() -> None:
-    model = _tiny_net()
-    images = torch.randn(3, 3, 8, 8, dtype=torch.float64)
-    with torch.no_grad():
-        before = model(images)
-        plain_layers(model)
-        after = model(images)
-    torch.testing.assert_close(after, before, rtol=0, atol=1e-12)
+    model = _rewritten_with_the_same_outputs(_tiny_net())
     assert isinstance(model.bn1, nn.Sequential) and isinstance(model.bn1[0], nn.BatchNorm2d)
     assert isinstance(model.se, SqueezeExcitation) and model.se.fc1.out_channels == 2
     assert not any(isinstance(module, (BatchNormAct2d, SqueezeExcite)) for module in model.modules())
@@ -187,44 +188,20 @@ def test_each_timm_family_is_canonized_without_changing_its_outputs_and_the_engi
     model = calibrate_batch_norms(model, size=64).eval().double()
     assert support_for(model) is TRACED_GRAPH
     labels = torch.tensor([0, 3])
-    fast = filter_relevance(model, (images.double(), labels), RelevanceConfig(engine="fast"))
-    zennit = filter_relevance(model, (images.double(), labels), RelevanceConfig(engine="zennit"))
-    assert fast.keys() == zennit.keys() and len(fast) > 10
-    for layer, scores in zennit.items():
-        torch.testing.assert_close(fast[layer], scores, rtol=1e-4, atol=1e-4 * scores.sum().item())
+    assert_engines_agree(model, images.double(), labels)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 @pytest.mark.parametrize("engine", ENGINES)
 def test_relevance_is_conserved_from_the_head_to_the_last_block(name: str, engine: str) -> None:
-    model = _timm(name)
-    modules = dict(model.named_modules())
-    images, labels = torch.randn(4, 3, 64, 64), torch.randint(0, 10, (4,))
-    parts = FAMILIES[name]
-    found = layer_relevance(model, (images, labels), {part: modules[part] for part in parts},
-                            RelevanceConfig(engine=engine))  # type: ignore[arg-type]  # fmt: skip
-    total = sum(found[part].signed.sum().item() for part in parts) / len(images)  # one unit an image at the start
-    assert abs(total - 1.0) <= 0.05, total
-
-
-class _Scores:
-    """Channel importance by index: the lowest indices go first, in every group."""
-
-    def __init__(self, root: str, width: int) -> None:
-        self.root, self.scores, self.filters_per_channel = root, [float(index) for index in range(width)], 1
+    assert_relevance_conserved(_timm(name), FAMILIES[name], 64, engine)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_masked_removal_equals_physical_removal(name: str) -> None:
-    model = _timm(name)
-    images = torch.randn(2, 3, 64, 64)
-    prunable = PrunableModel(model, images)
-    scores = {root: _Scores(root, len(group[0].idxs)) for root, group in prunable.groups().items()}
-    chosen = prunable.select(prunable.candidates(scores), 200)  # type: ignore[arg-type]
-    assert len({candidate.root for candidate in chosen}) > 3
-    assert_masked_equals_physical(prunable, chosen, images)
+    assert_lowest_channels_masked_as_removed(_timm(name), torch.randn(2, 3, 64, 64), 200)
 
 
 @pytest.mark.slow

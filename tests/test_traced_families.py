@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from family_checks import assert_masked_equals_physical, assert_prunes_and_exports_by_name
+from family_checks import (
+    assert_engines_agree,
+    assert_lowest_channels_masked_as_removed,
+    assert_prunes_and_exports_by_name,
+    assert_relevance_conserved,
+)
 from helpers import calibrate_batch_norms
 from torch import nn
 from torchvision import models
@@ -19,10 +24,9 @@ from zennit.layer import Sum
 
 from sddpx_tp.errors import UnsupportedArchitectureError
 from sddpx_tp.lrp.architectures import TRACED_GRAPH, support_for
-from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance, layer_relevance
+from sddpx_tp.lrp.relevance import RelevanceConfig, filter_relevance
 from sddpx_tp.lrp.traced_graph import SpatialMean, batch_norm_pairs, canonical_graph
 from sddpx_tp.models.registry import builder_options
-from sddpx_tp.pruning.surgery import PrunableModel
 
 ENGINES = ["fast", "zennit"]
 EPSILON = 1e-6  # the engines' stabilizer: negligible against the activations below
@@ -174,11 +178,7 @@ def test_each_family_is_canonized_without_changing_its_outputs_and_the_engines_a
         torch.testing.assert_close(model(images), plain, rtol=0, atol=0)  # and restored exactly
     assert "forward" not in vars(model) and not any(child.startswith("canonizer_") for child, _ in
                                                     model.named_children())  # fmt: skip
-    fast = filter_relevance(model, (images, labels), RelevanceConfig(engine="fast"))
-    reference = filter_relevance(model, (images, labels), RelevanceConfig(engine="zennit"))
-    assert fast.keys() == reference.keys()
-    for layer, scores in reference.items():
-        torch.testing.assert_close(fast[layer], scores, rtol=1e-4, atol=1e-4 * scores.sum().item())
+    assert_engines_agree(model, images, labels)
 
 
 @pytest.mark.slow
@@ -186,33 +186,14 @@ def test_each_family_is_canonized_without_changing_its_outputs_and_the_engines_a
 @pytest.mark.parametrize("engine", ENGINES)
 def test_relevance_is_conserved_through_the_concatenation_or_the_head(name: str, engine: str) -> None:
     size, parts = FAMILIES[name]
-    model = _model(name, size)
-    modules = dict(model.named_modules())
-    images, labels = torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))
-    found = layer_relevance(model, (images, labels), {part: modules[part] for part in parts},
-                            RelevanceConfig(engine=engine))  # type: ignore[arg-type]  # fmt: skip
-    total = sum(found[part].signed.sum().item() for part in parts) / len(images)  # one unit an image at the start
-    assert abs(total - 1.0) <= 0.05, total
-
-
-class _Scores:
-    """Channel importance by index: the lowest indices go first, in every group."""
-
-    def __init__(self, root: str, width: int) -> None:
-        self.root, self.scores, self.filters_per_channel = root, [float(index) for index in range(width)], 1
+    assert_relevance_conserved(_model(name, size), parts, size, engine)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_masked_removal_equals_physical_removal(name: str) -> None:
     size, _ = FAMILIES[name]
-    model = _model(name, size)
-    images = torch.randn(2, 3, size, size)
-    prunable = PrunableModel(model, images)
-    scores = {root: _Scores(root, len(group[0].idxs)) for root, group in prunable.groups().items()}
-    chosen = prunable.select(prunable.candidates(scores), 300)  # type: ignore[arg-type]
-    assert len({candidate.root for candidate in chosen}) > 3
-    assert_masked_equals_physical(prunable, chosen, images)
+    assert_lowest_channels_masked_as_removed(_model(name, size), torch.randn(2, 3, size, size), 300)
 
 
 @pytest.mark.slow
