@@ -59,4 +59,5 @@ SPEED_TABLES: dict[str, Renders] = {
     "ship_mobilenet_v2": BlocksComparison("results/ship_mobilenet_v2.json"),
     "ship_mobilenet_v2_tune": BlocksComparison("results/ship_mobilenet_v2_tune.json"),
     "ship_resnet18": BlocksComparison("results/ship_resnet18.json"),
+    "ship_speed_lite0_recoveries": ShipSpeed("results/ship_speed_lite0_recoveries.json"),
 }
