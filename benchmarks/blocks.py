@@ -96,13 +96,11 @@ def _predictions(models: list[torch.nn.Module], predicted_ms: list[float], large
     return rows
 
 
-def _files_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int,
-                  pruned_int8_accuracy: Any) -> tuple[dict[str, float], list[float]]:  # fmt: skip
+def _files_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: torch.Tensor, runs: int
+                  ) -> dict[str, float]:  # fmt: skip
     """Median batch-1 latency (ms, 1 thread) of the unpruned model in fp32 and int8 (what a user gets without
     pruning: static QDQ, per-channel, calibrated on the references) and the pruned one in fp32 and int8, timed
-    interleaved at 224 px; and the pruned int8 file's check accuracy, judged by ``pruned_int8_accuracy`` on a
-    file of the same weights exported and calibrated at the source's own 32 px (the exported graph's spatial
-    size is fixed, and only the activations' scales differ between the two)."""
+    interleaved at 224 px."""
     with tempfile.TemporaryDirectory(prefix="sddpx-blocks-") as scratch:
         folder = Path(scratch)
         files = {"unpruned fp32": folder / "unpruned.onnx", "unpruned int8": folder / "unpruned.int8.onnx",
@@ -110,20 +108,20 @@ def _files_at_224(unpruned: torch.nn.Module, pruned: torch.nn.Module, images: to
         for model, name in ((unpruned, "unpruned"), (pruned, "pruned")):
             export_onnx(model, images, files[f"{name} fp32"], images[:8])
             quantize_int8(files[f"{name} fp32"], files[f"{name} int8"], images, force=True)
-        accuracy = pruned_int8_accuracy(pruned, folder)
         settings = BenchSettings(batch_sizes=(1,), threads=(1,), warmup=10, runs=runs, memory=False)
-        return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}, accuracy
+        return {row["model"]: row["p50_ms"] for row in bench_onnx(files, settings)}
 
 
-def _int8_accuracy_at_source_size(references: torch.Tensor, check: torch.Tensor, positions: torch.Tensor,
-                                  classes: int) -> Any:  # fmt: skip
-    def judge(pruned: torch.nn.Module, folder: Path) -> list[float]:
-        fp32, int8 = folder / "pruned-source.onnx", folder / "pruned-source.int8.onnx"
+def _int8_check_accuracy(pruned: torch.nn.Module, references: torch.Tensor, check: torch.Tensor,
+                         positions: torch.Tensor, classes: int) -> list[float]:  # fmt: skip
+    """The pruned model's int8 file judged on the check images, exported and calibrated at the source's own 32 px
+    (the exported graph's spatial size is fixed; the timed 224 px file has the same weights, and only the
+    activations' scales differ)."""
+    with tempfile.TemporaryDirectory(prefix="sddpx-blocks-") as scratch:
+        fp32, int8 = Path(scratch) / "pruned.onnx", Path(scratch) / "pruned.int8.onnx"
         export_onnx(pruned, references, fp32, references[:8])
         quantize_int8(fp32, int8, references, force=True)
         return onnx_class_accuracy(int8, check, positions, classes)
-
-    return judge
 
 
 def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config: PruneConfig, runs: int
@@ -146,8 +144,8 @@ def run_task(model: torch.nn.Module, source: str, seed: int, label: str, config:
     check_accuracy = [per_class(correct(step, check[0], positions), positions, len(classes))
                       for step in (result.models[0], result.models[chosen])]  # fmt: skip
     large = F.interpolate(references[0], size=(224, 224), mode="bilinear", align_corners=False)
-    judge = _int8_accuracy_at_source_size(references[0], check[0], positions, len(classes))
-    latency, int8_accuracy = _files_at_224(result.models[0], result.models[chosen], large, runs, judge)
+    latency = _files_at_224(result.models[0], result.models[chosen], large, runs)
+    int8_accuracy = _int8_check_accuracy(result.models[chosen], references[0], check[0], positions, len(classes))
     kept_files = {"pruned fp32": keeps_target(check_accuracy[1], check_accuracy[0]),
                   "pruned int8": keeps_target(int8_accuracy, check_accuracy[0])}  # fmt: skip
     ship = min((name for name, kept in kept_files.items() if kept), key=latency.__getitem__, default=None)

@@ -19,7 +19,9 @@ nothing is ever downloaded.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,9 @@ def _plain_linear(module: nn.Linear) -> nn.Linear:
     return plain
 
 
-def _replacement(module: nn.Module) -> nn.Module | None:
-    """The plain layers ``module`` computes, or None where it is left as it is."""
+@functools.cache
+def _timm_types() -> tuple[dict[type, type[nn.Module]], type, type, type, type]:
+    """timm's classes this module rewrites, imported once (timm is optional: only when a timm model is built)."""
     from timm.layers import activations
     from timm.layers.linear import Linear
     from timm.layers.norm_act import BatchNormAct2d
@@ -85,19 +88,27 @@ def _replacement(module: nn.Module) -> nn.Module | None:
     from timm.models._efficientnet_blocks import SqueezeExcite
 
     # timm's own element-wise activations (its choice where torch's are not scriptable): torch's, same arithmetic.
-    same_as_torch = {activations.Sigmoid: nn.Sigmoid, activations.HardSigmoid: nn.Hardsigmoid,
-                     activations.Swish: nn.SiLU, activations.HardSwish: nn.Hardswish, activations.GELU: nn.GELU,
-                     activations.Tanh: nn.Tanh}  # fmt: skip
-    if type(module) in same_as_torch:
-        return same_as_torch[type(module)]()
-    if type(module) is Linear:  # F.linear inside, so fx would trace into it: torch's nn.Linear is a leaf
-        return _plain_linear(module)
-    if type(module) is BatchNormAct2d:
-        return _split_norm_act(module)
-    if type(module) is SqueezeExcite:
-        return _torchvision_gate(module.conv_reduce, module.act1, module.conv_expand, module.gate)
-    if type(module) is SEModule and not module.add_maxpool and isinstance(module.bn, nn.Identity):
-        return _torchvision_gate(module.fc1, module.act, module.fc2, module.gate)
+    same_as_torch: dict[type, type[nn.Module]] = {
+        activations.Sigmoid: nn.Sigmoid, activations.HardSigmoid: nn.Hardsigmoid, activations.Swish: nn.SiLU,
+        activations.HardSwish: nn.Hardswish, activations.GELU: nn.GELU, activations.Tanh: nn.Tanh,
+    }  # fmt: skip
+    return same_as_torch, Linear, BatchNormAct2d, SqueezeExcite, SEModule
+
+
+def _replacement(module: nn.Module) -> nn.Module | None:
+    """The plain layers ``module`` computes, or None where it is left as it is."""
+    same_as_torch, linear, norm_act, squeeze_excite, se_module = _timm_types()
+    kind = type(module)
+    if kind in same_as_torch:
+        return same_as_torch[kind]()
+    if kind is linear:  # F.linear inside, so fx would trace into it: torch's nn.Linear is a leaf
+        return _plain_linear(module)  # type: ignore[arg-type]
+    if kind is norm_act:
+        return _split_norm_act(module)  # type: ignore[arg-type]
+    if kind is squeeze_excite:
+        return _torchvision_gate(module.conv_reduce, module.act1, module.conv_expand, module.gate)  # type: ignore[arg-type]
+    if kind is se_module and not module.add_maxpool and isinstance(module.bn, nn.Identity):
+        return _torchvision_gate(module.fc1, module.act, module.fc2, module.gate)  # type: ignore[arg-type]
     return None
 
 
@@ -128,7 +139,7 @@ def _cached_weights(config: dict[str, Any], name: str) -> Path:
 
 
 def timm_model(
-    name: str, weights: Path | None, num_classes: int | None, random_init: bool, load: Any
+    name: str, weights: Path | None, num_classes: int | None, random_init: bool, load: Callable[[nn.Module, Path], None]
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The timm model ``timm:NAME`` with its weights, rewritten by :func:`plain_layers`, and timm's pretrained
     config (input size, mean, std, crop fraction). ``load(model, path)`` loads a state dict safely."""
